@@ -1,0 +1,83 @@
+"""The estimator interface between the learner and a policy-gradient estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from rl_relax.networks import Policy
+
+
+@dataclass
+class EstimatorBatch:
+    """One rollout, flattened to B = T * N transitions, with the policy evaluated under grad.
+
+    ``valid`` is 1.0 for real transitions and 0.0 for NEXT_STEP reset transitions; every
+    per-transition term is multiplied by it and averaged over ``num_valid``.
+    """
+
+    obs: torch.Tensor  # (B, obs_dim)
+    actions: torch.Tensor  # (B, ...) as stored: unclipped for Box
+    advantages: torch.Tensor  # (B,) A_t from the shared returns machinery, no grad
+    valid: torch.Tensor  # (B,) float mask
+    num_valid: torch.Tensor  # () float, >= 1
+    dist_params: torch.Tensor  # (B, ...) logits or Gaussian means, a function of theta
+    distribution: Distribution  # pi(.|s_t) built from dist_params
+    log_prob: torch.Tensor  # (B,) log pi(a_t|s_t), a function of theta
+    noise: dict[str, torch.Tensor]  # (B, ...) the stored sampling noise the estimator asked for
+    policy: Policy
+
+    def masked_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of a per-transition quantity over the valid transitions."""
+        return (x * self.valid).sum() / self.num_valid
+
+
+class Estimator(nn.Module):
+    """A policy-gradient estimator g_hat of grad_theta E[return].
+
+    Subclasses implement :meth:`policy_loss`, a surrogate whose gradient with respect to the
+    policy parameters theta is ``-g_hat`` (the learner minimises it). Estimators with a learned
+    control variate own its parameters and optimizer (so ``state_dict`` checkpoints them) and
+    train it in :meth:`update_control_variate`.
+    """
+
+    #: Names of the policy's sampling noise to store at acting time ("u" categorical, "eps" Gaussian).
+    noise_keys: tuple[str, ...] = ()
+
+    def __init__(self, name: str | None = None):
+        super().__init__()
+        self.name = name or type(self).__name__
+
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+        """Called once by the learner: check the action space, build control-variate networks."""
+
+    def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes (per env) of extra noise drawn at acting time by :meth:`extra_noise`."""
+        return {}
+
+    def extra_noise(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v)."""
+        return {}
+
+    def policy_loss(self, batch: EstimatorBatch) -> torch.Tensor:
+        """Surrogate loss L(theta) with grad_theta L = -g_hat."""
+        raise NotImplementedError
+
+    def update_control_variate(self, make_batch: Callable[[], EstimatorBatch]) -> dict[str, float]:
+        """Train the control variate after the policy step; ``make_batch`` re-evaluates the policy.
+
+        Returns scalars to log. The default (no control variate) does nothing.
+        """
+        return {}
+
+    def extra_state(self) -> dict:
+        """Optimizer state etc. to checkpoint besides ``state_dict()``."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what :meth:`extra_state` returned."""

@@ -1,0 +1,120 @@
+"""The A2C update: one gradient step on the whole rollout, the estimator supplying the policy term.
+
+    loss = L_pg(theta) - ent_coef * mean_t H(pi(.|s_t)) + vf_coef * mean_t (R_t - V(s_t))^2
+
+L_pg is the estimator's surrogate (grad_theta L_pg = -g_hat); R_t and A_t = R_t - V_old(s_t) come
+from :func:`rl_relax.returns.gae`. Means run over valid transitions only. The global gradient norm
+is clipped to ``max_grad_norm``, then one optimizer step updates policy and value together (as in
+stable-baselines3's A2C). Estimators with a learned control variate train it afterwards, with
+their own optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn.utils import clip_grad_norm_
+
+from rl_relax.errors import TrainingDivergedError
+from rl_relax.estimators.base import Estimator, EstimatorBatch
+from rl_relax.networks import Policy, ValueNet
+from rl_relax.optim import make_optimizer
+from rl_relax.returns import gae
+from rl_relax.rollout import RolloutBuffer
+
+#: Order of the per-update scalars returned by :meth:`A2CLearner.update`.
+METRIC_NAMES = ("train/policy_loss", "train/value_loss", "train/entropy", "train/grad_norm")
+
+
+class A2CLearner:
+    """Owns the policy/value optimizer and performs the A2C update on a filled rollout buffer."""
+
+    def __init__(self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg):
+        self.policy, self.value, self.estimator = policy, value, estimator
+        self.cfg = learner_cfg
+        self.params = [*policy.parameters(), *value.parameters()]
+        self.optimizer = make_optimizer(self.params, learner_cfg)
+        self.base_lr = float(learner_cfg.lr)
+        self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
+        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: Scalars the estimator reported from its last control-variate update (logged as they are).
+        self.estimator_metrics: dict[str, float] = {}
+
+    @property
+    def learning_rate(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def set_progress(self, fraction_done: float) -> None:
+        """Apply the learning-rate schedule at this fraction of total_timesteps."""
+        if self.cfg.lr_schedule == "linear":
+            lr = self.base_lr * max(1.0 - fraction_done, 0.0)
+        else:
+            lr = self.base_lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def update(self, buf: RolloutBuffer, global_step: int) -> torch.Tensor:
+        """One A2C update from ``buf``; returns the scalars named in :data:`METRIC_NAMES`."""
+        advantages, returns = gae(
+            buf.rewards, buf.values, buf.last_value, buf.terminated, buf.truncated, buf.valid,
+            gamma=self.cfg.gamma, gae_lambda=self.cfg.gae_lambda,
+        )  # fmt: skip
+        valid = buf.flat("valid").to(advantages.dtype)
+        num_valid = valid.sum().clamp_min(1.0)
+        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        if self.cfg.normalize_advantage:
+            mean = (advantages * valid).sum() / num_valid
+            std = (((advantages - mean) * valid).square().sum() / num_valid).sqrt()
+            advantages = (advantages - mean) / (std + 1e-8) * valid
+        obs = buf.flat("obs")
+        actions = buf.flat("actions")
+        noise = {k: buf.flat(k) for k in buf.noise}
+
+        def make_batch() -> EstimatorBatch:
+            params = self.policy(obs)
+            dist = self.policy.distribution(params)
+            return EstimatorBatch(
+                obs=obs, actions=actions, advantages=advantages, valid=valid, num_valid=num_valid,
+                dist_params=params, distribution=dist, log_prob=dist.log_prob(actions),
+                noise=noise, policy=self.policy,
+            )  # fmt: skip
+
+        batch = make_batch()
+        policy_loss = self.estimator.policy_loss(batch)
+        entropy = batch.masked_mean(batch.distribution.entropy())
+        values = self.value(obs)
+        value_loss = batch.masked_mean((returns - values).square())
+        loss = policy_loss - self.cfg.ent_coef * entropy + self.cfg.vf_coef * value_loss
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the loss became {loss.item()} at environment step {global_step} "
+                f"(policy {policy_loss.item():.4g}, value {value_loss.item():.4g}, entropy {entropy.item():.4g}). "
+                "Training stopped; the last good checkpoint is kept. "
+                "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        self.estimator_metrics = self.estimator.update_control_variate(make_batch)
+        self._last = (returns, values.detach(), valid)
+        return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), grad_norm])
+
+    def explained_variance(self) -> float:
+        """1 - Var(R - V) / Var(R) on the last update's valid transitions (nan if Var(R) = 0)."""
+        if self._last is None:
+            return math.nan
+        returns, values, valid = self._last
+        mask = valid.bool()
+        r, v = returns[mask], values[mask]
+        if r.numel() < 2:
+            return math.nan
+        var_r = r.var()
+        return math.nan if var_r.item() == 0 else (1.0 - (r - v).var() / var_r).item()
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

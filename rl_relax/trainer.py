@@ -1,0 +1,320 @@
+"""The training run: build the parts from the config, collect and update, log, checkpoint, resume.
+
+Data flows one way: config -> vector env -> rollout (the policy acts, noise stored) -> returns ->
+estimator + learner update -> TensorBoard / checkpoint / summary.json.
+
+Step accounting: every vector step counts ``env.num_envs`` env steps (including NEXT_STEP reset
+slots, as stable-baselines3 counts). Training stops after the first update at which the count
+reaches ``total_timesteps``, so that is a lower bound exceeded by less than one rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rl_relax import checkpoint as ckpt
+from rl_relax.config import resolve_device, validate
+from rl_relax.envs import make_vector_env, seed_vector_env, threshold_for
+from rl_relax.errors import ConfigError, TrainingDivergedError
+from rl_relax.estimators.base import Estimator
+from rl_relax.learner import METRIC_NAMES, A2CLearner
+from rl_relax.logger import Progress, TensorBoardLogger
+from rl_relax.networks import make_policy, make_value
+from rl_relax.rollout import RolloutBuffer, RolloutCollector
+
+log = logging.getLogger("rl_relax")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (environments are seeded at reset, env i with seed + i)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_estimator(estimator_cfg: DictConfig) -> Estimator:
+    """Instantiate ``configs/estimator/<name>.yaml`` through its ``_target_``."""
+    try:
+        estimator = hydra.utils.instantiate(estimator_cfg, _convert_="all")
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot build estimator {estimator_cfg.get('name')!r} from {estimator_cfg.get('_target_')!r}: "
+            f"{str(exc).splitlines()[0]}. Fix: check configs/estimator/{estimator_cfg.get('name')}.yaml."
+        ) from None
+    if not isinstance(estimator, Estimator):
+        raise ConfigError(f"estimator._target_ {estimator_cfg._target_!r} is not an rl_relax Estimator.")
+    return estimator
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """One training run in ``run_dir``; resumes from ``run_dir/checkpoints`` when it can."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        validate(cfg)
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        torch.set_num_threads(int(cfg.torch_threads))
+        if cfg.torch_deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.device, device_reason = resolve_device(cfg.device)
+        log.info("%s", device_reason)
+        seed_everything(int(cfg.seed))
+
+        self.env = make_vector_env(cfg.env, reward_gamma=float(cfg.learner.gamma))
+        try:
+            self._build(cfg)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def _build(self, cfg: DictConfig) -> None:
+        envs = self.env.envs
+        obs_space, action_space = envs.single_observation_space, envs.single_action_space
+        obs_dim = int(np.prod(obs_space.shape))
+        self.policy = make_policy(cfg.policy, obs_space, action_space).to(self.device)
+        self.value = make_value(cfg.value, obs_space).to(self.device)
+        self.estimator = make_estimator(cfg.estimator)
+        self.estimator.bind(self.policy, obs_dim, action_space)
+        self.estimator.to(self.device)
+        self.learner = A2CLearner(self.policy, self.value, self.estimator, cfg.learner)
+
+        noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
+        noise_shapes.update(self.estimator.extra_noise_shapes())
+        self.buffer = RolloutBuffer(
+            int(cfg.learner.num_steps), int(cfg.env.num_envs), obs_dim, self.policy, noise_shapes, self.device
+        )
+        extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
+        self.collector = RolloutCollector(
+            self.env, self.policy, self.value, self.buffer, self.estimator.noise_keys, extra
+        )
+        self.threshold = threshold_for(cfg.env)
+        window = int(cfg.env.solved_window)
+        self.recent_returns: deque[float] = deque(maxlen=window)
+        self.recent_lengths: deque[int] = deque(maxlen=window)
+        self.global_step = self.updates = self.episodes = 0
+        self.episodes_to_solve: int | None = None
+        self.steps_to_solve: int | None = None
+        self.wall_time_before = 0.0  # wall time of earlier sessions of this run (resume)
+        self.meta = {
+            "env_id": self.cfg.env.id,
+            "estimator": self.estimator.name,
+            "observation_shape": list(obs_space.shape),
+            "action_space": str(action_space),
+            "architecture": ckpt.parameter_shapes(policy=self.policy, value=self.value, estimator=self.estimator),
+        }
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def state(self) -> dict[str, Any]:
+        return {
+            "format_version": ckpt.FORMAT_VERSION,
+            "meta": self.meta,
+            "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "policy": self.policy.state_dict(),
+            "value": self.value.state_dict(),
+            "estimator": self.estimator.state_dict(),
+            "estimator_extra": self.estimator.extra_state(),
+            "learner": self.learner.state_dict(),
+            "normalizers": self.env.normalizer_state(),
+            "rng": ckpt.rng_state(),
+            "counters": {
+                "global_step": self.global_step,
+                "updates": self.updates,
+                "episodes": self.episodes,
+                "episodes_to_solve": self.episodes_to_solve,
+                "steps_to_solve": self.steps_to_solve,
+                "recent_returns": list(self.recent_returns),
+                "recent_lengths": list(self.recent_lengths),
+                "wall_time_s": self._wall_time(),
+            },
+        }
+
+    def restore(self, payload: dict[str, Any], path: Path) -> None:
+        ckpt.check_compatible(payload, self.meta, path)
+        try:
+            self.policy.load_state_dict(payload["policy"])
+            self.value.load_state_dict(payload["value"])
+            self.estimator.load_state_dict(payload["estimator"])
+            self.estimator.load_extra_state(payload["estimator_extra"])
+            self.learner.load_state_dict(payload["learner"])
+            self.env.load_normalizer_state(payload["normalizers"])
+            ckpt.set_rng_state(payload["rng"])
+            counters = payload["counters"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} is incomplete or does not fit this run ({str(exc).splitlines()[0]}). "
+                "Fix: delete it to resume from the previous checkpoint, or use a new run directory."
+            ) from None
+        self.global_step = int(counters["global_step"])
+        self.updates = int(counters["updates"])
+        self.episodes = int(counters["episodes"])
+        self.episodes_to_solve = counters["episodes_to_solve"]
+        self.steps_to_solve = counters["steps_to_solve"]
+        self.recent_returns.extend(counters["recent_returns"])
+        self.recent_lengths.extend(counters["recent_lengths"])
+        self.wall_time_before = float(counters["wall_time_s"])
+
+    def save_checkpoint(self) -> Path:
+        path = ckpt.save_checkpoint(self.state(), self.ckpt_dir, self.global_step, self.cfg.checkpoint.keep_last)
+        self.write_summary(finished=False)
+        return path
+
+    # ----------------------------------------------------------------------------- bookkeeping
+    def _wall_time(self) -> float:
+        return self.wall_time_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    def _record_episodes(self, returns: list[float], lengths: list[int]) -> None:
+        window = self.recent_returns.maxlen
+        for ret, length in zip(returns, lengths, strict=True):
+            self.episodes += 1
+            self.recent_returns.append(float(ret))
+            self.recent_lengths.append(int(length))
+            if (
+                self.episodes_to_solve is None
+                and self.threshold is not None
+                and len(self.recent_returns) == window
+                and sum(self.recent_returns) / window >= self.threshold
+            ):
+                self.episodes_to_solve, self.steps_to_solve = self.episodes, self.global_step
+                log.info(
+                    "solved: mean return over %d episodes >= %s after %d episodes (%d steps)",
+                    window, self.threshold, self.episodes, self.global_step,
+                )  # fmt: skip
+
+    def mean_return(self) -> float | None:
+        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else None
+
+    def summary(self, finished: bool, status: str = "ok") -> dict[str, Any]:
+        elapsed = time.perf_counter() - self._t0
+        return {
+            "env_id": self.cfg.env.id,
+            "estimator": self.estimator.name,
+            "seed": int(self.cfg.seed),
+            "total_timesteps": int(self.cfg.total_timesteps),
+            "timesteps": self.global_step,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "solved_threshold": self.threshold,
+            "solved_window": int(self.cfg.env.solved_window),
+            "episodes_to_solve": self.episodes_to_solve,
+            "steps_to_solve": self.steps_to_solve,
+            "final_return_mean": self.mean_return(),
+            "final_length_mean": (sum(self.recent_lengths) / len(self.recent_lengths)) if self.recent_lengths else None,
+            "fps": (self.global_step - self._start_step) / elapsed if elapsed > 0 else None,
+            "wall_time_s": self._wall_time(),
+            "device": str(self.device),
+            "finished": finished,
+            "status": status,
+            "run_dir": str(self.run_dir),
+        }
+
+    def write_summary(self, finished: bool, status: str = "ok") -> dict[str, Any]:
+        data = self.summary(finished, status)
+        write_json_atomic(self.run_dir / "summary.json", data)
+        return data
+
+    # ----------------------------------------------------------------------------- the loop
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        latest = ckpt.latest_checkpoint(self.ckpt_dir) if cfg.checkpoint.resume else None
+        if latest is not None:
+            self.restore(ckpt.load_checkpoint(latest, map_location=self.device), latest)
+            log.info("resumed from %s at step %d (%d episodes)", latest, self.global_step, self.episodes)
+        # Resumed runs reset their envs with a seed derived from the step, so they stay reproducible.
+        self.collector.start(seed_vector_env(self.env, int(cfg.seed) + self.global_step))
+
+        tb = TensorBoardLogger(self.run_dir, purge_step=self.global_step if latest else None)
+        if latest is None:
+            tb.config(cfg)
+        steps_per_update = self.buffer.num_steps * self.buffer.num_envs
+        log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
+        ckpt_interval = int(cfg.checkpoint.interval_steps)
+        next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
+        total = int(cfg.total_timesteps)
+        progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
+        linear_lr = cfg.learner.lr_schedule == "linear"
+        self.learner.set_progress(self.global_step / total)
+        metric_sum, metric_count = torch.zeros(len(METRIC_NAMES), device=self.device), 0
+        self._t0, self._start_step = time.perf_counter(), self.global_step
+        log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
+        try:
+            while self.global_step < total:
+                if linear_lr:
+                    self.learner.set_progress(self.global_step / total)
+                episodes = self.collector.collect()
+                self.global_step += steps_per_update
+                metric_sum += self.learner.update(self.buffer, self.global_step)
+                metric_count += 1
+                self.updates += 1
+                if episodes.returns:
+                    self._record_episodes(episodes.returns, episodes.lengths)
+                solved_now = self.stop_requested()
+                last = self.global_step >= total or solved_now
+                if self.updates % log_every == 0 or last:
+                    self._log(tb, metric_sum / metric_count)
+                    metric_sum.zero_()
+                    metric_count = 0
+                if self.global_step >= next_ckpt or last:
+                    self.save_checkpoint()
+                    next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
+                progress.update(self.global_step, self._fps(), self.mean_return())
+                if solved_now:
+                    log.info("stopping early: solved (stop_when_solved=true)")
+                    break
+            progress.update(self.global_step, self._fps(), self.mean_return(), force=True)
+        except TrainingDivergedError:
+            self.write_summary(finished=False, status="diverged")
+            raise
+        finally:
+            progress.close()
+            tb.close()
+            self.env.close()
+        summary = self.write_summary(finished=True)
+        log.info(
+            "done: %d steps, %d episodes, mean return %s, episodes to solve %s, %.0f fps",
+            summary["timesteps"], summary["episodes"], summary["final_return_mean"],
+            summary["episodes_to_solve"], summary["fps"] or 0.0,
+        )  # fmt: skip
+        return summary
+
+    def stop_requested(self) -> bool:
+        return bool(self.cfg.stop_when_solved) and self.episodes_to_solve is not None
+
+    def _fps(self) -> float:
+        elapsed = time.perf_counter() - self._t0
+        return (self.global_step - self._start_step) / elapsed if elapsed > 0 else 0.0
+
+    def _log(self, tb: TensorBoardLogger, metric_means: torch.Tensor) -> None:
+        scalars = dict(zip(METRIC_NAMES, metric_means.tolist(), strict=True))
+        scalars["train/explained_variance"] = self.learner.explained_variance()
+        scalars["train/learning_rate"] = self.learner.learning_rate
+        if hasattr(self.policy, "log_std"):
+            scalars["train/std"] = self.policy.log_std.exp().mean().item()
+        scalars.update(self.learner.estimator_metrics)
+        if self.recent_returns:
+            scalars["rollout/ep_rew_mean"] = self.mean_return()
+            scalars["rollout/ep_len_mean"] = sum(self.recent_lengths) / len(self.recent_lengths)
+        scalars["rollout/episodes"] = self.episodes
+        if self.threshold is not None:
+            scalars["rollout/solved"] = float(self.episodes_to_solve is not None)
+        scalars["time/fps"] = self._fps()
+        tb.scalars(scalars, self.global_step)
