@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from torch.nn.utils import clip_grad_norm_
 
 from rl_relax.errors import TrainingDivergedError
 from rl_relax.estimators.base import Estimator, EstimatorBatch
 from rl_relax.networks import Policy, ValueNet
-from rl_relax.optim import make_optimizer
+from rl_relax.optim import FlatParameters, make_optimizer
 from rl_relax.returns import gae
 from rl_relax.rollout import RolloutBuffer
 
@@ -32,9 +32,13 @@ class A2CLearner:
 
     def __init__(self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg):
         self.policy, self.value, self.estimator = policy, value, estimator
-        self.cfg = learner_cfg
-        self.params = [*policy.parameters(), *value.parameters()]
-        self.optimizer = make_optimizer(self.params, learner_cfg)
+        # Plain Python copies: OmegaConf attribute access costs microseconds on the hot path.
+        self.gamma, self.gae_lambda = float(learner_cfg.gamma), float(learner_cfg.gae_lambda)
+        self.ent_coef, self.vf_coef = float(learner_cfg.ent_coef), float(learner_cfg.vf_coef)
+        self.normalize_advantage = bool(learner_cfg.normalize_advantage)
+        self.lr_schedule = str(learner_cfg.lr_schedule)
+        self.flat = FlatParameters([*policy.parameters(), *value.parameters()])
+        self.optimizer = make_optimizer([self.flat.data], learner_cfg)
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -47,7 +51,7 @@ class A2CLearner:
 
     def set_progress(self, fraction_done: float) -> None:
         """Apply the learning-rate schedule at this fraction of total_timesteps."""
-        if self.cfg.lr_schedule == "linear":
+        if self.lr_schedule == "linear":
             lr = self.base_lr * max(1.0 - fraction_done, 0.0)
         else:
             lr = self.base_lr
@@ -56,20 +60,28 @@ class A2CLearner:
 
     def update(self, buf: RolloutBuffer, global_step: int) -> torch.Tensor:
         """One A2C update from ``buf``; returns the scalars named in :data:`METRIC_NAMES`."""
+        num_steps, num_envs = buf.num_steps, buf.num_envs
+        obs_all = buf.obs.reshape((num_steps + 1) * num_envs, -1)
+        # V on all T + 1 observations at once; the detached copy gives the advantages and bootstrap.
+        values_all = self.value(obs_all)
+        values_old = values_all.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
-            buf.rewards, buf.values, buf.last_value, buf.terminated, buf.truncated, buf.valid,
-            gamma=self.cfg.gamma, gae_lambda=self.cfg.gae_lambda,
+            buf.rewards_np, values_old[:-1], values_old[-1], buf.terminated_np, buf.truncated_np,
+            buf.valid_np, gamma=self.gamma, gae_lambda=self.gae_lambda,
         )  # fmt: skip
-        valid = buf.flat("valid").to(advantages.dtype)
+        batch_size = num_steps * num_envs
+        device = values_all.device
+        advantages = torch.from_numpy(advantages.reshape(batch_size)).to(device)
+        returns = torch.from_numpy(returns.reshape(batch_size)).to(device)
+        valid = torch.from_numpy(buf.valid_np.reshape(batch_size).astype(np.float32)).to(device)
         num_valid = valid.sum().clamp_min(1.0)
-        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
-        if self.cfg.normalize_advantage:
+        if self.normalize_advantage:
             mean = (advantages * valid).sum() / num_valid
             std = (((advantages - mean) * valid).square().sum() / num_valid).sqrt()
             advantages = (advantages - mean) / (std + 1e-8) * valid
-        obs = buf.flat("obs")
-        actions = buf.flat("actions")
-        noise = {k: buf.flat(k) for k in buf.noise}
+        obs = obs_all[:batch_size]
+        actions = buf.actions.reshape(batch_size, *buf.actions.shape[2:])
+        noise = {k: v.reshape(batch_size, *v.shape[2:]) for k, v in buf.noise.items()}
 
         def make_batch() -> EstimatorBatch:
             params = self.policy(obs)
@@ -83,9 +95,9 @@ class A2CLearner:
         batch = make_batch()
         policy_loss = self.estimator.policy_loss(batch)
         entropy = batch.masked_mean(batch.distribution.entropy())
-        values = self.value(obs)
+        values = values_all[:batch_size]
         value_loss = batch.masked_mean((returns - values).square())
-        loss = policy_loss - self.cfg.ent_coef * entropy + self.cfg.vf_coef * value_loss
+        loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"the loss became {loss.item()} at environment step {global_step} "
@@ -93,9 +105,9 @@ class A2CLearner:
                 "Training stopped; the last good checkpoint is kept. "
                 "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        self.flat.zero_grad()
         loss.backward()
-        grad_norm = clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         self.optimizer.step()
         self.estimator_metrics = self.estimator.update_control_variate(make_batch)
         self._last = (returns, values.detach(), valid)

@@ -6,13 +6,17 @@ parameters (the ``sample`` / ``rsample`` contract of ``torch.distributions``, wi
 - categorical:  a = argmax(logits + g),  g = -log(-log u),  u ~ U(0, 1)^K   (Gumbel-max; noise "u")
 - Gaussian:     a = mu(s) + sigma * eps,  eps ~ N(0, I)                     (noise "eps")
 
-Log-probabilities and entropies come from ``torch.distributions``.
+Acting (one small batch per env step) is latency-bound, so it runs in NumPy on views of the
+parameters when they live on the CPU: a 64-64 MLP costs a few microseconds there against tens in
+eager PyTorch. The noise is drawn from a seeded ``numpy.random.Generator``. Learning uses the torch
+forward pass, with log-probabilities and entropies from ``torch.distributions``; a test checks
+that both forward passes agree.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -20,108 +24,164 @@ import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.nn import functional as F
 
 from rl_relax.errors import ConfigError
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "elu": F.elu,
+    "gelu": F.gelu,
+}
+NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0.0, out=x),
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
 }
 
-# The Gumbel-max trick needs u strictly inside (0, 1).
+
+# The Gumbel-max trick needs u > 0 (numpy's uniform draws are in [0, 1), so never 1).
 _U_EPS = 1e-12
 
 
-def mlp(
-    in_dim: int,
-    hidden_sizes: Sequence[int],
-    out_dim: int,
-    activation: str = "tanh",
-    ortho_init: bool = True,
-    out_gain: float = 1.0,
-) -> nn.Sequential:
-    """An MLP with orthogonal init (gain sqrt(2) on hidden layers, ``out_gain`` on the output)."""
-    if activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}. Fix: e.g. policy.activation=tanh."
-        )
-    if any(int(h) <= 0 for h in hidden_sizes):
-        raise ConfigError(f"hidden_sizes {list(hidden_sizes)} must all be positive integers.")
-    layers: list[nn.Module] = []
-    sizes = [in_dim, *map(int, hidden_sizes)]
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [_init(nn.Linear(a, b), math.sqrt(2), ortho_init), ACTIVATIONS[activation]()]
-    layers.append(_init(nn.Linear(sizes[-1], out_dim), out_gain, ortho_init))
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Linear layers with an activation between them and a linear output.
 
+    Orthogonal init (gain sqrt(2) on hidden layers, ``out_gain`` on the output, zero biases), as in
+    SB3 and CleanRL. ``forward`` calls the functional ops directly: on the acting path one module
+    call per layer would cost more than the matrix products themselves.
+    """
 
-def _init(layer: nn.Linear, gain: float, ortho: bool) -> nn.Linear:
-    if ortho:
-        nn.init.orthogonal_(layer.weight, gain)
-        nn.init.zeros_(layer.bias)
-    return layer
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_sizes: Sequence[int],
+        out_dim: int,
+        activation: str = "tanh",
+        ortho_init: bool = True,
+        out_gain: float = 1.0,
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation {activation!r} is not one of {', '.join(ACTIVATIONS)}. Fix: e.g. policy.activation=tanh."
+            )
+        if any(int(h) <= 0 for h in hidden_sizes):
+            raise ConfigError(f"hidden_sizes {list(hidden_sizes)} must all be positive integers.")
+        sizes = [in_dim, *map(int, hidden_sizes), out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.activation = ACTIVATIONS[activation]
+        self._np_activation = NUMPY_ACTIVATIONS.get(activation)
+        self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._np_ptr = -1
+        if ortho_init:
+            for i, layer in enumerate(self.layers):
+                nn.init.orthogonal_(layer.weight, out_gain if i == len(self.layers) - 1 else math.sqrt(2))
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        *hidden, out = self.layers
+        for layer in hidden:
+            x = self.activation(F.linear(x, layer.weight, layer.bias))
+        return F.linear(x, out.weight, out.bias)
+
+    def forward_numpy(self, x: np.ndarray) -> np.ndarray | None:
+        """The same function in NumPy, on zero-copy views of the current parameters (no grad).
+
+        Returns None when that is not possible (parameters off the CPU, not float32, or an
+        activation without a NumPy version); callers then use the torch forward pass.
+        """
+        weight = self.layers[0].weight
+        if weight.data_ptr() != self._np_ptr:  # parameters were moved or re-homed: refresh the views
+            self._np_ptr = weight.data_ptr()
+            ready = self._np_activation is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+            self._np_params = (
+                [(lin.weight.detach().numpy().T, lin.bias.detach().numpy()) for lin in self.layers] if ready else None
+            )
+        if self._np_params is None:
+            return None
+        *hidden, (w_out, b_out) = self._np_params
+        for w, b in hidden:
+            x = self._np_activation(x @ w + b)
+        return x @ w_out + b_out
 
 
 @dataclass
 class ActOutput:
-    """What a policy returns when acting: the action to store, the one to send, and its noise."""
+    """What a policy returns when acting (NumPy): the action to store and the noise that made it."""
 
-    action: torch.Tensor  # stored action (unclipped for Box)
-    noise: dict[str, torch.Tensor]
+    action: np.ndarray  # stored action (unclipped for Box)
+    noise: dict[str, np.ndarray]
 
 
 class Policy(nn.Module):
-    """Maps observations to distribution parameters; samples through stored noise."""
+    """Maps observations to distribution parameters; samples through explicit noise."""
 
+    net: MLP
     noise_shapes: dict[str, tuple[int, ...]]
     action_shape: tuple[int, ...]
-    action_dtype: torch.dtype
+    action_dtype: np.dtype
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Distribution parameters (logits or Gaussian means), differentiable."""
+        return self.net(obs)
+
+    def params_numpy(self, obs: np.ndarray) -> np.ndarray:
+        """Distribution parameters for acting, without grad, as a NumPy array."""
+        params = self.net.forward_numpy(obs)
+        if params is not None:
+            return params
+        device = self.net.layers[0].weight.device
+        with torch.no_grad():
+            return self.net(torch.from_numpy(obs).to(device)).cpu().numpy()
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         """The action distribution; ``log_prob`` and ``entropy`` return one value per state."""
         raise NotImplementedError
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
+    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
         raise NotImplementedError
 
-    def env_action(self, action: torch.Tensor) -> np.ndarray:
-        """The action as the environment takes it (clipped to the bounds for Box spaces)."""
+    def mode(self, params: np.ndarray) -> np.ndarray:
+        """The most likely action (deterministic evaluation)."""
         raise NotImplementedError
+
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> ActOutput:
+        params = self.params_numpy(obs)
+        return ActOutput(self.mode(params), {}) if deterministic else self.sample(params, rng)
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        """The action as the environment takes it (clipped to the bounds for Box spaces)."""
+        return action
 
 
 class CategoricalPolicy(Policy):
-    """pi(a|s) = softmax(logits(s))_a, sampled with the Gumbel-max trick."""
+    """pi(a|s) = softmax(logits(s))_a, sampled with the Gumbel-max trick (noise u ~ U(0,1)^K)."""
 
     def __init__(self, obs_dim: int, num_actions: int, hidden_sizes, activation, ortho_init):
         super().__init__()
         self.num_actions = num_actions
-        self.net = mlp(obs_dim, hidden_sizes, num_actions, activation, ortho_init, out_gain=0.01)
+        self.net = MLP(obs_dim, hidden_sizes, num_actions, activation, ortho_init, out_gain=0.01)
         self.noise_shapes = {"u": (num_actions,)}
         self.action_shape = ()
-        self.action_dtype = torch.long
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
+        self.action_dtype = np.dtype(np.int64)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         return Categorical(logits=params, validate_args=False)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        logits = self.net(obs)
-        if deterministic:
-            return ActOutput(logits.argmax(-1), {})
-        u = torch.rand_like(logits).clamp_(_U_EPS, 1.0 - _U_EPS)
-        action = (logits - torch.log(-torch.log(u))).argmax(-1)
+    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
+        u = rng.random(params.shape, dtype=np.float32)
+        np.maximum(u, _U_EPS, out=u)
+        action = np.argmax(params - np.log(-np.log(u)), axis=-1)
         return ActOutput(action, {"u": u})
 
-    def env_action(self, action: torch.Tensor) -> np.ndarray:
-        return action.cpu().numpy()
+    def mode(self, params: np.ndarray) -> np.ndarray:
+        return np.argmax(params, axis=-1)
 
 
 class GaussianPolicy(Policy):
-    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log-std.
+    """pi(a|s) = N(mu(s), diag(exp(log_std))^2) with a state-independent log-std (noise eps ~ N(0, I)).
 
     The sampled action is stored unclipped (log-probabilities use it); the env gets it clipped to
     the action bounds.
@@ -138,31 +198,29 @@ class GaussianPolicy(Policy):
     ):
         super().__init__()
         act_dim = int(np.prod(action_space.shape))
-        self.net = mlp(obs_dim, hidden_sizes, act_dim, activation, ortho_init, out_gain=0.01)
+        self.net = MLP(obs_dim, hidden_sizes, act_dim, activation, ortho_init, out_gain=0.01)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(log_std_init)))
         self.noise_shapes = {"eps": (act_dim,)}
         self.action_shape = (act_dim,)
-        self.action_dtype = torch.float32
+        self.action_dtype = np.dtype(np.float32)
         self._env_shape = action_space.shape
         self._low = action_space.low.reshape(-1).astype(np.float32)
         self._high = action_space.high.reshape(-1).astype(np.float32)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         std = self.log_std.exp().expand_as(params)
         return Independent(Normal(params, std, validate_args=False), 1, validate_args=False)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> ActOutput:
-        mean = self.net(obs)
-        if deterministic:
-            return ActOutput(mean, {})
-        eps = torch.randn_like(mean)
-        return ActOutput(mean + self.log_std.exp() * eps, {"eps": eps})
+    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
+        eps = rng.standard_normal(params.shape, dtype=np.float32)
+        std = np.exp(self.log_std.detach().cpu().numpy())
+        return ActOutput((params + std * eps).astype(np.float32), {"eps": eps})
 
-    def env_action(self, action: torch.Tensor) -> np.ndarray:
-        clipped = np.clip(action.cpu().numpy(), self._low, self._high)
+    def mode(self, params: np.ndarray) -> np.ndarray:
+        return params.astype(np.float32)
+
+    def env_action(self, action: np.ndarray) -> np.ndarray:
+        clipped = np.clip(action, self._low, self._high)
         return clipped.reshape((action.shape[0], *self._env_shape))
 
 
@@ -171,7 +229,7 @@ class ValueNet(nn.Module):
 
     def __init__(self, obs_dim: int, hidden_sizes, activation, ortho_init):
         super().__init__()
-        self.net = mlp(obs_dim, hidden_sizes, 1, activation, ortho_init, out_gain=1.0)
+        self.net = MLP(obs_dim, hidden_sizes, 1, activation, ortho_init, out_gain=1.0)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs).squeeze(-1)

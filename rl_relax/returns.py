@@ -1,6 +1,6 @@
 """Advantages and returns: GAE(lambda) with explicit termination, truncation and validity masks.
 
-All tensors have shape (T, N): T steps of N environments. With gymnasium's NEXT_STEP autoreset the
+All arrays have shape (T, N): T steps of N environments. With gymnasium's NEXT_STEP autoreset the
 observation that follows a done step is the episode's *true final observation*, so
 ``values[t + 1]`` (or ``last_value`` at the end of the rollout) is V(final obs) there:
 
@@ -15,45 +15,45 @@ observation that follows a done step is the episode's *true final observation*, 
 
 lambda = 1 gives the n-step Monte Carlo return bootstrapped with V at the end of the rollout
 (A2C's classic target); lambda = 0 gives the one-step TD error.
+
+Computed in NumPy: a T-step recursion over (N,) vectors is a few microseconds there, while each
+eager torch op would cost more than the whole arithmetic.
 """
 
 from __future__ import annotations
 
-import torch
+import numpy as np
 
 
 def gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    last_value: torch.Tensor,
-    terminated: torch.Tensor,
-    truncated: torch.Tensor,
-    valid: torch.Tensor,
+    rewards: np.ndarray,
+    values: np.ndarray,
+    last_value: np.ndarray,
+    terminated: np.ndarray,
+    truncated: np.ndarray,
+    valid: np.ndarray,
     gamma: float,
     gae_lambda: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Generalised advantage estimates and value targets.
 
     Args:
-        rewards, values: (T, N) float; ``values[t] = V(s_t)`` computed at acting time.
+        rewards, values: (T, N) float; ``values[t] = V(s_t)``.
         last_value: (N,) V(s_T), the observation after the last step of the rollout.
         terminated, truncated, valid: (T, N) bool.
         gamma: discount in (0, 1]. gae_lambda: in [0, 1].
 
     Returns:
-        (advantages, returns), both (T, N); zero advantages where ``valid`` is False.
+        (advantages, returns), both (T, N) float32; zero advantages where ``valid`` is False.
     """
     num_steps = rewards.shape[0]
-    not_terminated = (~terminated).to(rewards.dtype)
-    continues = (~(terminated | truncated)).to(rewards.dtype)
-    validf = valid.to(rewards.dtype)
-    next_values = torch.cat([values[1:], last_value.unsqueeze(0)], dim=0)
-    deltas = (rewards + gamma * not_terminated * next_values - values) * validf
-    decay = gamma * gae_lambda * continues
-    advantages = torch.empty_like(rewards)
-    running = torch.zeros_like(last_value)
+    next_values = np.concatenate([values[1:], last_value[None]], axis=0)
+    deltas = (rewards + gamma * ~terminated * next_values - values) * valid
+    decay = gamma * gae_lambda * ~(terminated | truncated)
+    advantages = np.empty(rewards.shape, dtype=np.float32)
+    running = np.zeros(rewards.shape[1:], dtype=np.float32)
     for t in reversed(range(num_steps)):
         running = deltas[t] + decay[t] * running
         advantages[t] = running
-    advantages *= validf
-    return advantages, advantages + values
+    advantages *= valid
+    return advantages, (advantages + values).astype(np.float32)

@@ -103,10 +103,13 @@ class Trainer:
             int(cfg.learner.num_steps), int(cfg.env.num_envs), obs_dim, self.policy, noise_shapes, self.device
         )
         extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
+        # Acting noise comes from its own generator, seeded from the run seed and checkpointed.
+        self.rng = np.random.default_rng(int(cfg.seed))
         self.collector = RolloutCollector(
-            self.env, self.policy, self.value, self.buffer, self.estimator.noise_keys, extra
+            self.env, self.policy, self.buffer, self.rng, self.estimator.noise_keys, extra
         )
         self.threshold = threshold_for(cfg.env)
+        self.stop_when_solved = bool(cfg.stop_when_solved)
         window = int(cfg.env.solved_window)
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
@@ -135,6 +138,7 @@ class Trainer:
             "learner": self.learner.state_dict(),
             "normalizers": self.env.normalizer_state(),
             "rng": ckpt.rng_state(),
+            "acting_rng": self.rng.bit_generator.state,
             "counters": {
                 "global_step": self.global_step,
                 "updates": self.updates,
@@ -157,6 +161,7 @@ class Trainer:
             self.learner.load_state_dict(payload["learner"])
             self.env.load_normalizer_state(payload["normalizers"])
             ckpt.set_rng_state(payload["rng"])
+            self.rng.bit_generator.state = payload["acting_rng"]
             counters = payload["counters"]
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
             raise ckpt.CheckpointError(
@@ -297,7 +302,7 @@ class Trainer:
         return summary
 
     def stop_requested(self) -> bool:
-        return bool(self.cfg.stop_when_solved) and self.episodes_to_solve is not None
+        return self.stop_when_solved and self.episodes_to_solve is not None
 
     def _fps(self) -> float:
         elapsed = time.perf_counter() - self._t0

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Distribution
@@ -60,8 +61,8 @@ class Estimator(nn.Module):
         """Shapes (per env) of extra noise drawn at acting time by :meth:`extra_noise`."""
         return {}
 
-    def extra_noise(self, action: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v)."""
+    def extra_noise(self, action: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v), from ``rng``."""
         return {}
 
     def policy_loss(self, batch: EstimatorBatch) -> torch.Tensor:
