@@ -73,52 +73,56 @@ class A2CLearner:
         device = values_all.device
         advantages = torch.from_numpy(advantages.reshape(batch_size)).to(device)
         returns = torch.from_numpy(returns.reshape(batch_size)).to(device)
-        valid = torch.from_numpy(buf.valid_np.reshape(batch_size).astype(np.float32)).to(device)
-        num_valid = valid.sum().clamp_min(1.0)
+        valid_np = buf.valid_np.reshape(batch_size)
+        weights = torch.from_numpy(valid_np / max(valid_np.sum(), 1)).to(device=device, dtype=torch.float32)
         if self.normalize_advantage:
-            mean = (advantages * valid).sum() / num_valid
-            std = (((advantages - mean) * valid).square().sum() / num_valid).sqrt()
-            advantages = (advantages - mean) / (std + 1e-8) * valid
+            mean = (advantages * weights).sum()
+            std = ((advantages - mean).square() * weights).sum().sqrt()
+            advantages = (advantages - mean) / (std + 1e-8) * (weights > 0)
         obs = obs_all[:batch_size]
         actions = buf.actions.reshape(batch_size, *buf.actions.shape[2:])
         noise = {k: v.reshape(batch_size, *v.shape[2:]) for k, v in buf.noise.items()}
 
         def make_batch() -> EstimatorBatch:
             params = self.policy(obs)
-            dist = self.policy.distribution(params)
             return EstimatorBatch(
-                obs=obs, actions=actions, advantages=advantages, valid=valid, num_valid=num_valid,
-                dist_params=params, distribution=dist, log_prob=dist.log_prob(actions),
+                obs=obs, actions=actions, advantages=advantages, weights=weights,
+                dist_params=params, log_prob=self.policy.log_prob(params, actions),
                 noise=noise, policy=self.policy,
             )  # fmt: skip
 
         batch = make_batch()
         policy_loss = self.estimator.policy_loss(batch)
-        entropy = batch.masked_mean(batch.distribution.entropy())
+        # Without an entropy bonus the entropy is only logged: keep it out of the backward pass.
+        with torch.set_grad_enabled(self.ent_coef != 0.0):
+            entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
         values = values_all[:batch_size]
         value_loss = batch.masked_mean((returns - values).square())
-        loss = policy_loss - self.ent_coef * entropy + self.vf_coef * value_loss
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"the loss became {loss.item()} at environment step {global_step} "
-                f"(policy {policy_loss.item():.4g}, value {value_loss.item():.4g}, entropy {entropy.item():.4g}). "
-                "Training stopped; the last good checkpoint is kept. "
-                "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
-            )
+        loss = policy_loss + self.vf_coef * value_loss
+        if self.ent_coef != 0.0:
+            loss = loss - self.ent_coef * entropy
         self.flat.zero_grad()
         loss.backward()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
+        # A non-finite loss makes the gradient norm non-finite: one check, before any parameter moves.
+        if not math.isfinite(grad_norm.item()):
+            raise TrainingDivergedError(
+                f"the loss became non-finite at environment step {global_step} (loss {loss.item():.4g}: "
+                f"policy {policy_loss.item():.4g}, value {value_loss.item():.4g}, entropy {entropy.item():.4g}). "
+                "Training stopped; the last good checkpoint is kept. "
+                "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
+            )
         self.optimizer.step()
         self.estimator_metrics = self.estimator.update_control_variate(make_batch)
-        self._last = (returns, values.detach(), valid)
+        self._last = (returns, values.detach(), weights)
         return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), grad_norm])
 
     def explained_variance(self) -> float:
         """1 - Var(R - V) / Var(R) on the last update's valid transitions (nan if Var(R) = 0)."""
         if self._last is None:
             return math.nan
-        returns, values, valid = self._last
-        mask = valid.bool()
+        returns, values, weights = self._last
+        mask = weights > 0
         r, v = returns[mask], values[mask]
         if r.numel() < 2:
             return math.nan

@@ -19,23 +19,27 @@ class EstimatorBatch:
     """One rollout, flattened to B = T * N transitions, with the policy evaluated under grad.
 
     ``valid`` is 1.0 for real transitions and 0.0 for NEXT_STEP reset transitions; every
-    per-transition term is multiplied by it and averaged over ``num_valid``.
+    per-transition term is weighted by ``weights = valid / num_valid`` (a mean over the valid
+    transitions).
     """
 
     obs: torch.Tensor  # (B, obs_dim)
     actions: torch.Tensor  # (B, ...) as stored: unclipped for Box
     advantages: torch.Tensor  # (B,) A_t from the shared returns machinery, no grad
-    valid: torch.Tensor  # (B,) float mask
-    num_valid: torch.Tensor  # () float, >= 1
+    weights: torch.Tensor  # (B,) valid / num_valid: 0 for reset transitions, sums to 1
     dist_params: torch.Tensor  # (B, ...) logits or Gaussian means, a function of theta
-    distribution: Distribution  # pi(.|s_t) built from dist_params
     log_prob: torch.Tensor  # (B,) log pi(a_t|s_t), a function of theta
     noise: dict[str, torch.Tensor]  # (B, ...) the stored sampling noise the estimator asked for
     policy: Policy
 
     def masked_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of a per-transition quantity over the valid transitions."""
-        return (x * self.valid).sum() / self.num_valid
+        return torch.dot(x, self.weights)
+
+    @property
+    def distribution(self) -> Distribution:
+        """pi(.|s_t) as a ``torch.distributions`` object (built on demand; it is not free)."""
+        return self.policy.distribution(self.dist_params)
 
 
 class Estimator(nn.Module):
