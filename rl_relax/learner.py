@@ -23,8 +23,8 @@ from rl_relax.optim import FlatParameters, make_optimizer
 from rl_relax.returns import gae
 from rl_relax.rollout import RolloutBuffer
 
-#: Order of the per-update scalars returned by :meth:`A2CLearner.update`.
-METRIC_NAMES = ("train/policy_loss", "train/value_loss", "train/entropy", "train/grad_norm")
+#: Order of the per-update loss scalars returned by :meth:`A2CLearner.update`.
+METRIC_NAMES = ("train/policy_loss", "train/value_loss", "train/entropy")
 
 
 class A2CLearner:
@@ -58,8 +58,12 @@ class A2CLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, buf: RolloutBuffer, global_step: int) -> torch.Tensor:
-        """One A2C update from ``buf``; returns the scalars named in :data:`METRIC_NAMES`."""
+    def update(self, buf: RolloutBuffer, global_step: int) -> tuple[torch.Tensor, float]:
+        """One A2C update from ``buf``.
+
+        Returns the policy loss, value loss and entropy (a detached tensor, summed by the caller
+        without a device sync) and the gradient norm before clipping.
+        """
         num_steps, num_envs = buf.num_steps, buf.num_envs
         obs_all = buf.obs.reshape((num_steps + 1) * num_envs, -1)
         # V on all T + 1 observations at once; the detached copy gives the advantages and bootstrap.
@@ -74,7 +78,7 @@ class A2CLearner:
         advantages = torch.from_numpy(advantages.reshape(batch_size)).to(device)
         returns = torch.from_numpy(returns.reshape(batch_size)).to(device)
         valid_np = buf.valid_np.reshape(batch_size)
-        weights = torch.from_numpy(valid_np / max(valid_np.sum(), 1)).to(device=device, dtype=torch.float32)
+        weights = torch.from_numpy(valid_np * np.float32(1.0 / max(valid_np.sum(), 1))).to(device)
         if self.normalize_advantage:
             mean = (advantages * weights).sum()
             std = ((advantages - mean).square() * weights).sum().sqrt()
@@ -105,7 +109,7 @@ class A2CLearner:
         loss.backward()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         # A non-finite loss makes the gradient norm non-finite: one check, before any parameter moves.
-        if not math.isfinite(grad_norm.item()):
+        if not math.isfinite(grad_norm):
             raise TrainingDivergedError(
                 f"the loss became non-finite at environment step {global_step} (loss {loss.item():.4g}: "
                 f"policy {policy_loss.item():.4g}, value {value_loss.item():.4g}, entropy {entropy.item():.4g}). "
@@ -115,7 +119,7 @@ class A2CLearner:
         self.optimizer.step()
         self.estimator_metrics = self.estimator.update_control_variate(make_batch)
         self._last = (returns, values.detach(), weights)
-        return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach(), grad_norm])
+        return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach()]), grad_norm
 
     def explained_variance(self) -> float:
         """1 - Var(R - V) / Var(R) on the last update's valid transitions (nan if Var(R) = 0)."""

@@ -78,11 +78,17 @@ class FlatParameters:
     def zero_grad(self) -> None:
         self.data.grad.zero_()
 
-    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
-        """Scale the gradient to norm <= ``max_norm``; return the norm before clipping."""
-        norm = torch.linalg.vector_norm(self.data.grad)
-        if max_norm != float("inf"):
-            self.data.grad.mul_((max_norm / (norm + 1e-6)).clamp_(max=1.0))
+    def clip_grad_norm_(self, max_norm: float) -> float:
+        """Scale the gradient to norm <= ``max_norm``; return the norm before clipping.
+
+        Same rule as ``torch.nn.utils.clip_grad_norm_`` (scale by max_norm / (norm + 1e-6) when
+        that is below 1). The norm comes back as a Python float: the caller needs it on the host
+        anyway (to check it is finite), and the scale is then computed without extra tensor ops.
+        """
+        norm = torch.linalg.vector_norm(self.data.grad).item()
+        scale = max_norm / (norm + 1e-6)
+        if scale < 1.0:
+            self.data.grad.mul_(scale)
         return norm
 
 

@@ -47,6 +47,8 @@ def gae(
         (advantages, returns), both (T, N) float32; zero advantages where ``valid`` is False.
     """
     num_steps = rewards.shape[0]
+    terminated, truncated = np.asarray(terminated, dtype=bool), np.asarray(truncated, dtype=bool)
+    valid = np.asarray(valid, dtype=bool)
     next_values = np.concatenate([values[1:], last_value[None]], axis=0)
     deltas = (rewards + gamma * ~terminated * next_values - values) * valid
     decay = gamma * gae_lambda * ~(terminated | truncated)

@@ -259,6 +259,7 @@ class Trainer:
         linear_lr = cfg.learner.lr_schedule == "linear"
         self.learner.set_progress(self.global_step / total)
         metric_sum, metric_count = torch.zeros(len(METRIC_NAMES), device=self.device), 0
+        grad_norm_sum = 0.0
         self._t0, self._start_step = time.perf_counter(), self.global_step
         log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
         try:
@@ -267,7 +268,9 @@ class Trainer:
                     self.learner.set_progress(self.global_step / total)
                 episodes = self.collector.collect()
                 self.global_step += steps_per_update
-                metric_sum += self.learner.update(self.buffer, self.global_step)
+                losses, grad_norm = self.learner.update(self.buffer, self.global_step)
+                metric_sum += losses
+                grad_norm_sum += grad_norm
                 metric_count += 1
                 self.updates += 1
                 if episodes.returns:
@@ -275,9 +278,9 @@ class Trainer:
                 solved_now = self.stop_requested()
                 last = self.global_step >= total or solved_now
                 if self.updates % log_every == 0 or last:
-                    self._log(tb, metric_sum / metric_count)
+                    self._log(tb, metric_sum / metric_count, grad_norm_sum / metric_count)
                     metric_sum.zero_()
-                    metric_count = 0
+                    metric_count, grad_norm_sum = 0, 0.0
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
@@ -308,8 +311,9 @@ class Trainer:
         elapsed = time.perf_counter() - self._t0
         return (self.global_step - self._start_step) / elapsed if elapsed > 0 else 0.0
 
-    def _log(self, tb: TensorBoardLogger, metric_means: torch.Tensor) -> None:
+    def _log(self, tb: TensorBoardLogger, metric_means: torch.Tensor, grad_norm_mean: float) -> None:
         scalars = dict(zip(METRIC_NAMES, metric_means.tolist(), strict=True))
+        scalars["train/grad_norm"] = grad_norm_mean
         scalars["train/explained_variance"] = self.learner.explained_variance()
         scalars["train/learning_rate"] = self.learner.learning_rate
         if hasattr(self.policy, "log_std"):

@@ -18,4 +18,5 @@ class BaselineEstimator(Estimator):
     """
 
     def policy_loss(self, batch: EstimatorBatch) -> torch.Tensor:
-        return -batch.masked_mean(batch.log_prob * batch.advantages)
+        # The weights (valid / num_valid) multiply the constant advantages, not the graph.
+        return -torch.dot(batch.log_prob, batch.advantages * batch.weights)
