@@ -1,0 +1,90 @@
+"""Does the shipped config learn? Train an env option over several seeds and tabulate summary.json.
+
+    python scripts/check_learning.py --env CartPole --seeds 0 1 2 3 4
+    python scripts/check_learning.py --env Pendulum --seeds 0 1 2 -- learner.lr=1e-3   # extra overrides
+
+Each run is ``python -m rl_relax.train env=<env> estimator=<estimator> seed=<s> <overrides>`` in
+its own run directory under ``--runs-dir``; the table (Markdown and CSV) goes to
+``results/learning_<env>_<estimator>.{md,csv}`` with the command, date, machine and seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", required=True, help="env option, e.g. CartPole")
+    parser.add_argument("--estimator", default="baseline")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "check_learning")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
+    args = parser.parse_args()
+
+    rows = []
+    for seed in args.seeds:
+        run_dir = args.runs_dir / f"{args.env}__{args.estimator}__seed{seed}"
+        cmd = [sys.executable, "-m", "rl_relax.train", f"env={args.env}", f"estimator={args.estimator}",
+               f"seed={seed}", f"hydra.run.dir={run_dir}", "logging.progress=never", "checkpoint.resume=false",
+               *args.overrides]  # fmt: skip
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+        summary = json.loads((run_dir / "summary.json").read_text())
+        rows.append(summary)
+        print(f"seed {seed}: final return {summary['final_return_mean']:.1f}, episodes to solve "
+              f"{summary['episodes_to_solve']}, steps to solve {summary['steps_to_solve']}, "
+              f"{summary['fps']:.0f} fps", flush=True)  # fmt: skip
+
+    finals = [r["final_return_mean"] for r in rows]
+    solved = [r for r in rows if r["episodes_to_solve"] is not None]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"learning_{args.env}_{args.estimator}"
+    fields = ["seed", "timesteps", "episodes", "final_return_mean", "episodes_to_solve", "steps_to_solve",
+              "solved_threshold", "fps"]  # fmt: skip
+    with open(args.out / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    command = " ".join(["python scripts/check_learning.py", f"--env {args.env}", f"--estimator {args.estimator}",
+                        "--seeds", *map(str, args.seeds), *(["--", *args.overrides] if args.overrides else [])])  # fmt: skip
+    lines = [
+        f"# {rows[0]['env_id']} with estimator={args.estimator}: does the shipped config learn?",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {dt.date.today().isoformat()}  ",
+        f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()}, CPU  ",
+        f"Seeds: {', '.join(map(str, args.seeds))}; {rows[0]['total_timesteps']:,} env steps per run; "
+        f"solved = mean return over the last {rows[0]['solved_window']} episodes >= {rows[0]['solved_threshold']}",
+        "",
+        "| seed | final mean return | episodes to solve | steps to solve | fps |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['seed']} | {r['final_return_mean']:.1f} | {r['episodes_to_solve'] or '-'} | "
+                     f"{r['steps_to_solve'] or '-'} | {r['fps']:,.0f} |")  # fmt: skip
+    lines += [
+        "",
+        f"Final mean return: median {statistics.median(finals):.1f}, mean {statistics.mean(finals):.1f}"
+        + (f" +/- {statistics.stdev(finals):.1f}" if len(finals) > 1 else "")
+        + f"; solved in {len(solved)}/{len(rows)} seeds.",
+        "",
+    ]
+    (args.out / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""End-to-end training runs: outputs, metrics, solved criterion, seeding, resume, divergence."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rl_relax import checkpoint as ckpt
+from rl_relax.envs import shipped_env_options
+from rl_relax.errors import CheckpointError, TrainingDivergedError
+from rl_relax.evaluate import evaluate
+from tests.conftest import read_scalars
+
+TB_TAGS = {
+    "rollout/ep_rew_mean", "rollout/ep_len_mean", "train/policy_loss", "train/value_loss", "train/entropy",
+    "train/explained_variance", "train/learning_rate", "train/grad_norm", "time/fps",
+}  # fmt: skip
+SUMMARY_KEYS = {"env_id", "estimator", "seed", "total_timesteps", "episodes", "episodes_to_solve",
+                "final_return_mean", "fps", "wall_time_s"}  # fmt: skip
+COUNTER = ["env.id=RlRelaxTest/Counter-v0", "env.import_module=tests.toy_envs", "env.num_envs=2"]
+
+
+@pytest.mark.parametrize("env", shipped_env_options())
+def test_every_shipped_env_config_trains(env, run_training, tmp_path):
+    """Smoke: a few updates of each shipped env option write TensorBoard, checkpoint and summary."""
+    summary = run_training(f"env={env}", "env.num_envs=2", "learner.num_steps=64", "total_timesteps=1280")
+    run_dir = tmp_path / "run"
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["timesteps"] == 1280 and summary["finished"] and summary["estimator"] == "baseline"
+    assert (run_dir / "checkpoints" / "ckpt_000000001280.pt").is_file()
+    scalars = read_scalars(run_dir)
+    assert {"train/policy_loss", "train/value_loss", "time/fps", "train/grad_norm"} <= scalars.keys()
+    assert all(np.isfinite(v) for _, v in scalars["train/value_loss"])
+
+
+def test_outputs_metrics_and_step_axis(run_training, tmp_path):
+    summary = run_training("total_timesteps=6000", "checkpoint.interval_steps=2000")
+    run_dir = tmp_path / "run"
+    scalars = read_scalars(run_dir)
+    assert TB_TAGS <= scalars.keys()
+    # x-axis = env steps summed over envs: the last point is the last step, a multiple of 8 x 5.
+    assert scalars["time/fps"][-1][0] == 6000 == summary["timesteps"]
+    assert all(step % 40 == 0 for step, _ in scalars["train/value_loss"])
+    assert summary["episodes"] > 0 and summary["final_return_mean"] > 0
+    assert [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")] == [
+        "ckpt_000000004000.pt", "ckpt_000000006000.pt"]  # fmt: skip
+
+
+def test_total_timesteps_is_a_lower_bound_rounded_up_to_whole_rollouts(run_training):
+    assert run_training("total_timesteps=1001")["timesteps"] == 1040  # 26 rollouts of 8 x 5
+
+
+def test_solved_criterion_counts_episodes_exactly(run_training, tmp_path):
+    # Every Counter episode is 4 steps with return 4: the window of 3 is full after episode 3.
+    summary = run_training(*COUNTER, "env.make_kwargs={max_episode_steps: 4}", "env.solved_threshold=4",
+                           "env.solved_window=3", "total_timesteps=400")  # fmt: skip
+    assert summary["episodes_to_solve"] == 3 and summary["solved_threshold"] == 4
+    unsolvable = run_training(*COUNTER, "env.make_kwargs={max_episode_steps: 4}", "env.solved_threshold=4.5",
+                              "env.solved_window=3", "total_timesteps=400", run_dir=tmp_path / "b")  # fmt: skip
+    assert unsolvable["episodes_to_solve"] is None
+
+
+def test_stop_when_solved_stops_early(run_training):
+    summary = run_training(*COUNTER, "env.make_kwargs={max_episode_steps: 4}", "env.solved_threshold=4",
+                           "env.solved_window=3", "total_timesteps=100000", "stop_when_solved=true")  # fmt: skip
+    assert summary["episodes_to_solve"] == 3 and summary["timesteps"] < 100
+
+
+def test_same_seed_same_curve_different_seed_different_curve(run_training, tmp_path):
+    runs = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        run_training(f"seed={seed}", "total_timesteps=4000", run_dir=tmp_path / name)
+        runs[name] = read_scalars(tmp_path / name)
+    for tag in ("rollout/ep_rew_mean", "train/policy_loss", "train/value_loss", "train/grad_norm"):
+        assert runs["a"][tag] == runs["b"][tag], tag
+    assert runs["a"]["train/value_loss"] != runs["c"]["train/value_loss"]
+    weights = [ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / n / "checkpoints"))["policy"] for n in "abc"]
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key])
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+
+
+def test_rerunning_in_the_same_dir_resumes_and_continues_the_curves(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_training("total_timesteps=2000", "checkpoint.interval_steps=1000", run_dir=run_dir)
+    second = run_training("total_timesteps=4000", "checkpoint.interval_steps=1000", run_dir=run_dir)
+    assert second["timesteps"] == 4000 and second["updates"] == 100
+    assert second["episodes"] > first["episodes"]
+    assert second["wall_time_s"] > first["wall_time_s"]
+    steps = [s for s, _ in read_scalars(run_dir)["train/value_loss"]]
+    assert steps == sorted(steps) and steps[-1] == 4000 and min(steps) < 2000  # one continuous curve
+    assert len(steps) == len(set(steps))  # no step logged twice
+    # Re-running a finished run does no more work.
+    assert run_training("total_timesteps=4000", run_dir=run_dir)["updates"] == 100
+
+
+def test_resume_restores_optimizer_normalizers_and_counters(run_training, make_cfg, tmp_path):
+    from rl_relax.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    run_training("env=Pendulum", "total_timesteps=1600", run_dir=run_dir)
+    saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir / "checkpoints"))
+    trainer = Trainer(make_cfg("env=Pendulum", "total_timesteps=1600"), run_dir)
+    trainer.restore(saved, run_dir)
+    assert trainer.global_step == 1600 and trainer.episodes == saved["counters"]["episodes"]
+    np.testing.assert_allclose(trainer.env.obs_norm.obs_rms.mean, saved["normalizers"]["obs"]["mean"].numpy())
+    assert saved["normalizers"]["obs"]["count"] > 1000  # the statistics really were updated
+    assert trainer.learner.optimizer.state_dict()["state"]  # RMSprop's running averages came back
+    trainer.env.close()
+
+
+def test_a_checkpoint_from_another_architecture_or_env_is_refused(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=400", run_dir=run_dir)
+    before = sorted(p.read_bytes() for p in (run_dir / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError, match="architecture.*policy"):
+        run_training("total_timesteps=800", "policy.hidden_sizes=[32]", run_dir=run_dir)
+    with pytest.raises(CheckpointError, match="env id"):
+        run_training("env=Acrobot", "total_timesteps=800", run_dir=run_dir)
+    assert sorted(p.read_bytes() for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+def test_a_corrupt_latest_checkpoint_is_reported_and_kept(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=400", run_dir=run_dir)
+    corrupt = run_dir / "checkpoints" / "ckpt_000000999999.pt"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="ckpt_000000999999.pt is corrupt"):
+        run_training("total_timesteps=800", run_dir=run_dir)
+    assert corrupt.read_bytes() == b"\x00garbage"
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingDivergedError, match="non-finite at environment step") as info:
+        run_training(*COUNTER, "env.make_kwargs={nan_after: 75}", "total_timesteps=2000",
+                     "checkpoint.interval_steps=100", "learner.num_steps=10", run_dir=run_dir)  # fmt: skip
+    step = int(str(info.value).split("environment step ")[1].split(" ")[0])
+    assert 150 <= step <= 200  # each of the 2 envs turns NaN after 75 of its own steps
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    assert latest is not None and int(latest.stem.split("_")[1]) < step
+    good = ckpt.load_checkpoint(latest)
+    assert all(torch.isfinite(t).all() for t in good["policy"].values())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged" and not summary["finished"]
+
+
+def test_evaluate_runs_episodes_with_the_saved_normalizer(run_training, tmp_path):
+    run_training("env=Pendulum", "total_timesteps=1600")
+    result = evaluate(tmp_path / "run", episodes=3)
+    assert len(result["returns"]) == 3 and result["length_mean"] == 200  # Pendulum's time limit
+    assert result["return_mean"] < 0
+    stochastic = evaluate(tmp_path / "run", episodes=3, deterministic=False)
+    assert stochastic["returns"] != result["returns"]
