@@ -153,7 +153,7 @@ def make_vector_env(
         if extra is None:
             raise
         raise MissingExtraError(
-            f"{spec.id} needs the {extra} extra ({exc}). Fix: pip install \"rl-relax[{extra}]\"."
+            f'{spec.id} needs the {extra} extra ({exc}). Fix: pip install "rl-relax[{extra}]".'
         ) from None
     except TypeError as exc:
         raise ConfigError(
@@ -191,9 +191,7 @@ def _check_spaces(envs: VectorEnv, env_id: str) -> None:
         )
     if not isinstance(act_space, gym.spaces.Discrete | gym.spaces.Box):
         envs.close()
-        raise ConfigError(
-            f"{env_id} has action space {act_space}; rl_relax supports Discrete and Box actions."
-        )
+        raise ConfigError(f"{env_id} has action space {act_space}; rl_relax supports Discrete and Box actions.")
 
 
 def seed_vector_env(handle: VectorEnvHandle, seed: int) -> np.ndarray:

@@ -51,10 +51,8 @@ class A2CLearner:
 
     def set_progress(self, fraction_done: float) -> None:
         """Apply the learning-rate schedule at this fraction of total_timesteps."""
-        if self.lr_schedule == "linear":
-            lr = self.base_lr * max(1.0 - fraction_done, 0.0)
-        else:
-            lr = self.base_lr
+        linear = self.lr_schedule == "linear"
+        lr = self.base_lr * max(1.0 - fraction_done, 0.0) if linear else self.base_lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 

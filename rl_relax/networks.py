@@ -18,6 +18,7 @@ it) and check that the NumPy and torch forward passes agree.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class MLP(nn.Module):
         if any(int(h) <= 0 for h in hidden_sizes):
             raise ConfigError(f"hidden_sizes {list(hidden_sizes)} must all be positive integers.")
         sizes = [in_dim, *map(int, hidden_sizes), out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.activation = ACTIVATIONS[activation]
         self._np_activation = NUMPY_ACTIVATIONS.get(activation)
         self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None

@@ -29,7 +29,7 @@ class RMSpropTFLike(Optimizer):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps))
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer.step
+    def step(self, closure=None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
             alpha = group["alpha"]

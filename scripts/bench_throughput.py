@@ -97,7 +97,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "throughput_a2c_cartpole.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["env", "estimator", "impl", "num_envs", "num_steps", "steps_per_sec_median", "runs", "all_runs"])
+        writer.writerow(
+            ["env", "estimator", "impl", "num_envs", "num_steps", "steps_per_sec_median", "runs", "all_runs"]
+        )
         for name, values in fps.items():
             estimator = "none" if name == "raw-env" else "baseline"
             writer.writerow(["CartPole-v1", estimator, name, 8, 5, round(medians[name]), len(values),

@@ -58,8 +58,9 @@ def main() -> None:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    command = " ".join(["python scripts/check_learning.py", f"--env {args.env}", f"--estimator {args.estimator}",
-                        "--seeds", *map(str, args.seeds), *(["--", *args.overrides] if args.overrides else [])])  # fmt: skip
+    extra = ["--", *args.overrides] if args.overrides else []
+    head = ["python scripts/check_learning.py", f"--env {args.env}", f"--estimator {args.estimator}", "--seeds"]
+    command = " ".join([*head, *map(str, args.seeds), *extra])
     lines = [
         f"# {rows[0]['env_id']} with estimator={args.estimator}: does the shipped config learn?",
         "",

@@ -35,7 +35,7 @@ def test_latest_is_by_step_not_by_name_order(tmp_path):
 def test_corrupt_file_raises_a_clear_error(tmp_path):
     bad = tmp_path / "ckpt_000000000100.pt"
     bad.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="corrupt.*Fix"):
+    with pytest.raises(CheckpointError, match=r"corrupt.*Fix"):
         ckpt.load_checkpoint(bad)
     assert bad.read_bytes() == b"not a checkpoint at all"  # nothing deleted or rewritten
 

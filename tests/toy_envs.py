@@ -7,12 +7,14 @@ It terminates after ``terminate_at`` steps (if given); a time limit comes from `
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import gymnasium as gym
 import numpy as np
 
 
 class CounterEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, terminate_at: int | None = None, nan_after: int | None = None, continuous: bool = False):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
