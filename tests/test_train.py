@@ -164,3 +164,9 @@ def test_cartpole_actually_learns(run_training):
     summary = run_training("seed=0", "total_timesteps=350000", "stop_when_solved=true")
     assert summary["episodes_to_solve"] is not None, summary
     assert summary["final_return_mean"] >= 475
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_sync_and_async_vector_envs_train(mode, run_training):
+    summary = run_training(f"env.vectorization={mode}", "env.num_envs=2", "total_timesteps=400")
+    assert summary["timesteps"] == 400 and summary["episodes"] > 0
