@@ -12,6 +12,7 @@ their own optimizer.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,8 +24,15 @@ from rl_relax.optim import FlatParameters, make_optimizer
 from rl_relax.returns import gae
 from rl_relax.rollout import RolloutBuffer
 
-#: Order of the per-update loss scalars returned by :meth:`A2CLearner.update`.
-METRIC_NAMES = ("train/policy_loss", "train/value_loss", "train/entropy")
+
+@dataclass
+class UpdateStats:
+    """Scalars of one update (Python floats: on the CPU a host copy is cheaper than tensor bookkeeping)."""
+
+    policy_loss: float
+    value_loss: float
+    grad_norm: float  # global norm before clipping
+    entropy: float | None  # mean policy entropy; None when neither the loss nor diagnostics needed it
 
 
 class A2CLearner:
@@ -56,11 +64,11 @@ class A2CLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, buf: RolloutBuffer, global_step: int) -> tuple[torch.Tensor, float]:
+    def update(self, buf: RolloutBuffer, global_step: int, diagnostics: bool = False) -> UpdateStats:
         """One A2C update from ``buf``.
 
-        Returns the policy loss, value loss and entropy (a detached tensor, summed by the caller
-        without a device sync) and the gradient norm before clipping.
+        ``diagnostics`` also computes what is only logged (the entropy when it is not part of the
+        loss, the explained variance): the trainer asks for it on the updates it logs.
         """
         num_steps, num_envs = buf.num_steps, buf.num_envs
         obs_all = buf.obs.reshape((num_steps + 1) * num_envs, -1)
@@ -95,14 +103,16 @@ class A2CLearner:
 
         batch = make_batch()
         policy_loss = self.estimator.policy_loss(batch)
-        # Without an entropy bonus the entropy is only logged: keep it out of the backward pass.
-        with torch.set_grad_enabled(self.ent_coef != 0.0):
-            entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
         values = values_all[:batch_size]
         value_loss = batch.masked_mean((returns - values).square())
         loss = policy_loss + self.vf_coef * value_loss
+        entropy = None
         if self.ent_coef != 0.0:
+            entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
             loss = loss - self.ent_coef * entropy
+        elif diagnostics:  # without an entropy bonus the entropy is only logged: keep it out of the graph
+            with torch.no_grad():
+                entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
         self.flat.zero_grad()
         loss.backward()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
@@ -110,14 +120,17 @@ class A2CLearner:
         if not math.isfinite(grad_norm):
             raise TrainingDivergedError(
                 f"the loss became non-finite at environment step {global_step} (loss {loss.item():.4g}: "
-                f"policy {policy_loss.item():.4g}, value {value_loss.item():.4g}, entropy {entropy.item():.4g}). "
+                f"policy {policy_loss.item():.4g}, value {value_loss.item():.4g}). "
                 "Training stopped; the last good checkpoint is kept. "
                 "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
             )
         self.optimizer.step()
         self.estimator_metrics = self.estimator.update_control_variate(make_batch)
-        self._last = (returns, values.detach(), weights)
-        return torch.stack([policy_loss.detach(), value_loss.detach(), entropy.detach()]), grad_norm
+        if diagnostics:
+            self._last = (returns, values.detach(), weights)
+        return UpdateStats(
+            policy_loss.item(), value_loss.item(), grad_norm, None if entropy is None else entropy.item()
+        )
 
     def explained_variance(self) -> float:
         """1 - Var(R - V) / Var(R) on the last update's valid transitions (nan if Var(R) = 0)."""

@@ -30,7 +30,7 @@ from rl_relax.config import resolve_device, validate
 from rl_relax.envs import make_vector_env, seed_vector_env, threshold_for
 from rl_relax.errors import ConfigError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator
-from rl_relax.learner import METRIC_NAMES, A2CLearner
+from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger
 from rl_relax.networks import make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
@@ -258,8 +258,7 @@ class Trainer:
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
         linear_lr = cfg.learner.lr_schedule == "linear"
         self.learner.set_progress(self.global_step / total)
-        metric_sum, metric_count = torch.zeros(len(METRIC_NAMES), device=self.device), 0
-        grad_norm_sum = 0.0
+        sums, count = {"train/policy_loss": 0.0, "train/value_loss": 0.0, "train/grad_norm": 0.0}, 0
         self._t0, self._start_step = time.perf_counter(), self.global_step
         log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
         try:
@@ -268,19 +267,21 @@ class Trainer:
                     self.learner.set_progress(self.global_step / total)
                 episodes = self.collector.collect()
                 self.global_step += steps_per_update
-                losses, grad_norm = self.learner.update(self.buffer, self.global_step)
-                metric_sum += losses
-                grad_norm_sum += grad_norm
-                metric_count += 1
                 self.updates += 1
                 if episodes.returns:
                     self._record_episodes(episodes.returns, episodes.lengths)
                 solved_now = self.stop_requested()
                 last = self.global_step >= total or solved_now
-                if self.updates % log_every == 0 or last:
-                    self._log(tb, metric_sum / metric_count, grad_norm_sum / metric_count)
-                    metric_sum.zero_()
-                    metric_count, grad_norm_sum = 0, 0.0
+                log_now = last or self.updates % log_every == 0
+                stats = self.learner.update(self.buffer, self.global_step, diagnostics=log_now)
+                sums["train/policy_loss"] += stats.policy_loss
+                sums["train/value_loss"] += stats.value_loss
+                sums["train/grad_norm"] += stats.grad_norm
+                count += 1
+                if log_now:
+                    self._log(tb, {k: v / count for k, v in sums.items()}, stats.entropy)
+                    sums = dict.fromkeys(sums, 0.0)
+                    count = 0
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
@@ -311,9 +312,11 @@ class Trainer:
         elapsed = time.perf_counter() - self._t0
         return (self.global_step - self._start_step) / elapsed if elapsed > 0 else 0.0
 
-    def _log(self, tb: TensorBoardLogger, metric_means: torch.Tensor, grad_norm_mean: float) -> None:
-        scalars = dict(zip(METRIC_NAMES, metric_means.tolist(), strict=True))
-        scalars["train/grad_norm"] = grad_norm_mean
+    def _log(self, tb: TensorBoardLogger, means: dict[str, float], entropy: float | None) -> None:
+        """Write the scalars: loss and gradient-norm means since the last write, the rest as of now."""
+        scalars = dict(means)
+        if entropy is not None:
+            scalars["train/entropy"] = entropy
         scalars["train/explained_variance"] = self.learner.explained_variance()
         scalars["train/learning_rate"] = self.learner.learning_rate
         if hasattr(self.policy, "log_std"):
