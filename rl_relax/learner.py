@@ -2,16 +2,20 @@
 
     loss = L_pg(theta) - ent_coef * mean_t H(pi(.|s_t)) + vf_coef * mean_t (R_t - V(s_t))^2
 
-L_pg is the estimator's surrogate (grad_theta L_pg = -g_hat); R_t and A_t = R_t - V_old(s_t) come
-from :func:`rl_relax.returns.gae`. Means run over valid transitions only. The global gradient norm
-is clipped to ``max_grad_norm``, then one optimizer step updates policy and value together (as in
-stable-baselines3's A2C). Estimators with a learned control variate train it afterwards, with
-their own optimizer.
+L_pg = -S is minus the estimator's surrogate (grad_theta S = g_hat); R_t and A_t = R_t - V_old(s_t)
+come from :func:`rl_relax.returns.gae`. Means run over valid transitions only. The global gradient
+norm is clipped to ``max_grad_norm``, then one optimizer step updates policy and value together (as
+in stable-baselines3's A2C). Estimators with a learned control variate first train it on the
+variance objective (their own optimizer), with g_hat computed before phi moves.
+
+g_hat itself (policy parameters only, entropy and value terms excluded, before clipping) feeds
+:class:`~rl_relax.variance.OnlineGradientVariance`, identically for every estimator.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,35 +27,66 @@ from rl_relax.networks import Policy, ValueNet
 from rl_relax.optim import FlatParameters, make_optimizer
 from rl_relax.returns import gae
 from rl_relax.rollout import RolloutBuffer
+from rl_relax.variance import OnlineGradientVariance
 
 
 @dataclass
 class UpdateStats:
     """Scalars of one update (Python floats: on the CPU a host copy is cheaper than tensor bookkeeping)."""
 
-    policy_loss: float
+    policy_loss: float  # -S, the estimator's surrogate
     value_loss: float
-    grad_norm: float  # global norm before clipping
+    grad_norm: float  # global norm of the whole gradient before clipping
+    pg_norm: float  # norm of the policy-gradient estimate g_hat alone, before clipping
     entropy: float | None  # mean policy entropy; None when neither the loss nor diagnostics needed it
+
+
+@dataclass
+class _Prepared:
+    make_batch: Callable[[], EstimatorBatch]
+    values: torch.Tensor  # (B,) V(s_t) with grad
+    returns: torch.Tensor  # (B,) TD(lambda) targets
+    weights: torch.Tensor  # (B,) valid / num_valid
+
+
+def _flatten(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _unflatten(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in like]), like, strict=True)]
 
 
 class A2CLearner:
     """Owns the policy/value optimizer and performs the A2C update on a filled rollout buffer."""
 
-    def __init__(self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg):
+    def __init__(
+        self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg, variance_decay: float = 0.99
+    ):
         self.policy, self.value, self.estimator = policy, value, estimator
         # Plain Python copies: OmegaConf attribute access costs microseconds on the hot path.
         self.gamma, self.gae_lambda = float(learner_cfg.gamma), float(learner_cfg.gae_lambda)
         self.ent_coef, self.vf_coef = float(learner_cfg.ent_coef), float(learner_cfg.vf_coef)
         self.normalize_advantage = bool(learner_cfg.normalize_advantage)
         self.lr_schedule = str(learner_cfg.lr_schedule)
-        self.flat = FlatParameters([*policy.parameters(), *value.parameters()])
+        # Policy parameters: the network's, then the distribution's direct ones (Gaussian log-std).
+        self.policy_params = [*policy.net.parameters(), *policy.direct_parameters()]
+        if len(self.policy_params) != len(list(policy.parameters())):
+            raise TypeError("a Policy's parameters must be its net's plus direct_parameters()")
+        self.num_net_params = len(list(policy.net.parameters()))
+        self.num_net_params_flat = sum(p.numel() for p in policy.net.parameters())
+        self.num_policy_params = sum(p.numel() for p in self.policy_params)
+        # Policy parameters first: the policy's gradient is the leading slice of the flat gradient.
+        self.flat = FlatParameters([*self.policy_params, *value.parameters()])
         self.optimizer = make_optimizer([self.flat.data], learner_cfg)
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
         self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         #: Scalars the estimator reported from its last control-variate update (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
+        self.grad_variance = OnlineGradientVariance(
+            self.num_policy_params, decay=variance_decay, device=self.flat.data.device
+        )
 
     @property
     def learning_rate(self) -> float:
@@ -64,12 +99,8 @@ class A2CLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, buf: RolloutBuffer, global_step: int, diagnostics: bool = False) -> UpdateStats:
-        """One A2C update from ``buf``.
-
-        ``diagnostics`` also computes what is only logged (the entropy when it is not part of the
-        loss, the explained variance): the trainer asks for it on the updates it logs.
-        """
+    def _prepare(self, buf: RolloutBuffer) -> _Prepared:
+        """Advantages, returns and a batch factory for one rollout (V evaluated with grad)."""
         num_steps, num_envs = buf.num_steps, buf.num_envs
         obs_all = buf.obs.reshape((num_steps + 1) * num_envs, -1)
         # V on all T + 1 observations at once; the detached copy gives the advantages and bootstrap.
@@ -101,36 +132,137 @@ class A2CLearner:
                 noise=noise, policy=self.policy,
             )  # fmt: skip
 
-        batch = make_batch()
-        policy_loss = self.estimator.policy_loss(batch)
-        values = values_all[:batch_size]
-        value_loss = batch.masked_mean((returns - values).square())
-        loss = policy_loss + self.vf_coef * value_loss
+        return _Prepared(make_batch, values_all[:batch_size], returns, weights)
+
+    def update(self, buf: RolloutBuffer, global_step: int, diagnostics: bool = False) -> UpdateStats:
+        """One A2C update from ``buf``.
+
+        ``diagnostics`` also computes what is only logged (the entropy when it is not part of the
+        loss, the explained variance): the trainer asks for it on the updates it logs.
+        """
+        prep = self._prepare(buf)
+        batch = prep.make_batch()
+        surrogate = self.estimator.surrogate(batch)
+        value_loss = batch.masked_mean((prep.returns - prep.values).square())
+        rest = self.vf_coef * value_loss  # everything but the policy-gradient estimate
         entropy = None
         if self.ent_coef != 0.0:
             entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
-            loss = loss - self.ent_coef * entropy
+            rest = rest - self.ent_coef * entropy
         elif diagnostics:  # without an entropy bonus the entropy is only logged: keep it out of the graph
             with torch.no_grad():
                 entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
+
         self.flat.zero_grad()
-        loss.backward()
+        policy_grad = self.flat.grad[: self.num_policy_params]
+        self.estimator_metrics = {}
+        if self.estimator.trains_control_variate:
+            g = self._train_control_variate(surrogate, batch, prep, rest)
+            if self.ent_coef == 0.0:  # the net part of -g is already in the buffer
+                policy_grad[self.num_net_params_flat :].sub_(g[self.num_net_params_flat :])
+            else:
+                policy_grad.sub_(g)
+        elif self.ent_coef == 0.0:
+            # Fast path: one backward pass; the policy part of the gradient is exactly -g_hat.
+            (rest - surrogate).backward()
+            g = -policy_grad
+        else:
+            rest.backward(retain_graph=True)
+            g = _flatten(torch.autograd.grad(surrogate, self.policy_params))
+            policy_grad.sub_(g)
+        self.grad_variance.update(g)
+        pg_norm = torch.linalg.vector_norm(g).item()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         # A non-finite loss makes the gradient norm non-finite: one check, before any parameter moves.
         if not math.isfinite(grad_norm):
             raise TrainingDivergedError(
-                f"the loss became non-finite at environment step {global_step} (loss {loss.item():.4g}: "
-                f"policy {policy_loss.item():.4g}, value {value_loss.item():.4g}). "
+                f"the loss became non-finite at environment step {global_step} (policy surrogate "
+                f"{surrogate.item():.4g}, value loss {value_loss.item():.4g}). "
                 "Training stopped; the last good checkpoint is kept. "
                 "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
             )
         self.optimizer.step()
-        self.estimator_metrics = self.estimator.update_control_variate(make_batch)
         if diagnostics:
-            self._last = (returns, values.detach(), weights)
+            self._last = (prep.returns, prep.values.detach(), prep.weights)
         return UpdateStats(
-            policy_loss.item(), value_loss.item(), grad_norm, None if entropy is None else entropy.item()
+            -surrogate.item(), value_loss.item(), grad_norm, pg_norm, None if entropy is None else entropy.item()
         )
+
+    def control_variate_gradient(
+        self, surrogate: torch.Tensor, batch: EstimatorBatch, rest: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor | None], torch.Tensor, float]:
+        """The variance objective's gradient for phi, plus g_hat, without double backprop through theta.
+
+        S depends on theta only through the distribution parameters p_t = f_theta(s_t) (logits or
+        means) and the policy's direct parameters d (the Gaussian log-std). With h = dS/dp and
+        h_d = dS/dd, computed differentiably in phi, g_hat = (J^T h, h_d) where J = dp/dtheta, and
+
+            d ||g_hat||^2 / d phi = 2 (J g_net)^T dh/dphi + 2 h_d^T dh_d/dphi,
+
+        so one vector-Jacobian product (g_hat), one Jacobian-vector product through the policy
+        network (forward mode) and one backward pass through h give the exact gradient of the
+        ``variance`` objective. ``dist_params`` uses sum_t ||h_t||^2 instead.
+
+        If ``rest`` (value and entropy terms) is given, its backward pass shares the one through
+        the policy network and its gradient lands in the flat gradient buffer.
+
+        Returns (phi gradients, g_hat flattened, the objective's value).
+        """
+        estimator = self.estimator
+        direct = self.policy.direct_parameters()
+        h_p, *h_direct = torch.autograd.grad(surrogate, [batch.dist_params, *direct], create_graph=True)
+        net_params = self.policy_params[: self.num_net_params]
+        if rest is not None and self.ent_coef == 0.0:
+            # One backward pass gives both -J^T h (policy) and the value gradient.
+            torch.autograd.backward([batch.dist_params, rest], [-h_p.detach(), None], retain_graph=True)
+            g_net = -self.flat.grad[: self.num_net_params_flat]
+        else:
+            if rest is not None:
+                rest.backward(retain_graph=True)
+            g_net = _flatten(
+                torch.autograd.grad(batch.dist_params, net_params, h_p.detach(), retain_graph=True)
+            )
+        g = torch.cat([g_net, *(h.detach().reshape(-1) for h in h_direct)])
+        if estimator.cv_objective == "variance":
+            tangents = _unflatten(g_net, net_params)
+            directions = [2.0 * self.policy.net.jvp(batch.obs, tangents)]
+            directions += [2.0 * h.detach() for h in h_direct]
+            outputs = [h_p, *h_direct]
+            value = g.square().sum().item()
+        else:
+            directions, outputs = [2.0 * h_p.detach()], [h_p]
+            value = h_p.detach().square().sum().item()
+        phi_grads = torch.autograd.grad(outputs, estimator.phi_parameters(), directions, allow_unused=True)
+        return list(phi_grads), g, value
+
+    def _train_control_variate(
+        self, surrogate: torch.Tensor, batch: EstimatorBatch, prep: _Prepared, rest: torch.Tensor
+    ) -> torch.Tensor:
+        """phi's ``cv_steps`` steps on the variance objective; returns g_hat for the policy step.
+
+        g_hat is computed before phi moves, on the same rollout (the paper's Alg. 2); later phi
+        steps recompute the objective on the same rollout at the same theta. ``rest`` is
+        backpropagated into the flat gradient buffer on the way.
+        """
+        estimator = self.estimator
+        phi_grads, g, value = self.control_variate_gradient(surrogate, batch, rest)
+        estimator.step_control_variate(phi_grads)
+        for _ in range(estimator.cv_steps - 1):
+            again = prep.make_batch()
+            phi_grads, _, value = self.control_variate_gradient(estimator.surrogate(again), again)
+            estimator.step_control_variate(phi_grads)
+        self.estimator_metrics = {"cv/loss": value, **estimator.control_variate_metrics()}
+        return g
+
+    def estimator_gradients(self, buf: RolloutBuffer, estimators: dict[str, Estimator]) -> dict[str, torch.Tensor]:
+        """Each estimator's g_hat (flat, w.r.t. all policy parameters) on one rollout; nothing is updated."""
+        prep = self._prepare(buf)
+        batch = prep.make_batch()
+        out = {}
+        for name, estimator in estimators.items():
+            grads = torch.autograd.grad(estimator.surrogate(batch), self.policy_params, retain_graph=True)
+            out[name] = _flatten(grads)
+        return out
 
     def explained_variance(self) -> float:
         """1 - Var(R - V) / Var(R) on the last update's valid transitions (nan if Var(R) = 0)."""
@@ -145,7 +277,8 @@ class A2CLearner:
         return math.nan if var_r.item() == 0 else (1.0 - (r - v).var() / var_r).item()
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "grad_variance": self.grad_variance.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        self.grad_variance.load_state_dict(state["grad_variance"])

@@ -92,11 +92,18 @@ class FlatParameters:
         return norm
 
 
+def make_adam(params: Iterable, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.optim.Adam:
+    """torch's Adam, with the fused kernel on CPU and CUDA (about 3x less overhead on small tensors)."""
+    params = list(params)
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas), eps=eps, fused=fused)
+
+
 def make_optimizer(params: Iterable, learner_cfg) -> Optimizer:
     """The optimizer named by ``learner.optimizer``."""
     name = learner_cfg.optimizer
     if name == "rmsprop":
         return RMSpropTFLike(params, lr=learner_cfg.lr, alpha=learner_cfg.rmsprop_alpha, eps=learner_cfg.eps)
     if name == "adam":
-        return torch.optim.Adam(params, lr=learner_cfg.lr, betas=tuple(learner_cfg.adam_betas), eps=learner_cfg.eps)
+        return make_adam(params, lr=learner_cfg.lr, betas=tuple(learner_cfg.adam_betas), eps=learner_cfg.eps)
     raise ConfigError(f"learner.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")

@@ -95,7 +95,9 @@ class Trainer:
         self.estimator = make_estimator(cfg.estimator)
         self.estimator.bind(self.policy, obs_dim, action_space)
         self.estimator.to(self.device)
-        self.learner = A2CLearner(self.policy, self.value, self.estimator, cfg.learner)
+        self.learner = A2CLearner(
+            self.policy, self.value, self.estimator, cfg.learner, variance_decay=float(cfg.variance.ema_decay)
+        )
 
         noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
         noise_shapes.update(self.estimator.extra_noise_shapes())
@@ -258,7 +260,8 @@ class Trainer:
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
         linear_lr = cfg.learner.lr_schedule == "linear"
         self.learner.set_progress(self.global_step / total)
-        sums, count = {"train/policy_loss": 0.0, "train/value_loss": 0.0, "train/grad_norm": 0.0}, 0
+        sums = {"train/policy_loss": 0.0, "train/value_loss": 0.0, "train/grad_norm": 0.0, "grad/pg_norm": 0.0}
+        count = 0
         self._t0, self._start_step = time.perf_counter(), self.global_step
         log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
         try:
@@ -277,6 +280,7 @@ class Trainer:
                 sums["train/policy_loss"] += stats.policy_loss
                 sums["train/value_loss"] += stats.value_loss
                 sums["train/grad_norm"] += stats.grad_norm
+                sums["grad/pg_norm"] += stats.pg_norm
                 count += 1
                 if log_now:
                     self._log(tb, {k: v / count for k, v in sums.items()}, stats.entropy)
@@ -318,6 +322,7 @@ class Trainer:
         if entropy is not None:
             scalars["train/entropy"] = entropy
         scalars["train/explained_variance"] = self.learner.explained_variance()
+        scalars["grad/log_variance"] = self.learner.grad_variance.log_variance()
         scalars["train/learning_rate"] = self.learner.learning_rate
         if hasattr(self.policy, "log_std"):
             scalars["train/std"] = self.policy.log_std.exp().mean().item()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -45,14 +44,16 @@ class EstimatorBatch:
 class Estimator(nn.Module):
     """A policy-gradient estimator g_hat of grad_theta E[return].
 
-    Subclasses implement :meth:`policy_loss`, a surrogate whose gradient with respect to the
-    policy parameters theta is ``-g_hat`` (the learner minimises it). Estimators with a learned
-    control variate own its parameters and optimizer (so ``state_dict`` checkpoints them) and
-    train it in :meth:`update_control_variate`.
+    Subclasses implement :meth:`surrogate`, a scalar S(theta, phi) with grad_theta S = g_hat (the
+    ascent direction; the learner minimises -S). Estimators with a learned control variate
+    (:class:`~rl_relax.estimators.control_variate.ControlVariateEstimator`) own its parameters and
+    optimizer, so ``state_dict`` and :meth:`extra_state` checkpoint them.
     """
 
     #: Names of the policy's sampling noise to store at acting time ("u" categorical, "eps" Gaussian).
     noise_keys: tuple[str, ...] = ()
+    #: Whether the learner should train a control variate (see ControlVariateEstimator).
+    trains_control_variate: bool = False
 
     def __init__(self, name: str | None = None):
         super().__init__()
@@ -69,16 +70,9 @@ class Estimator(nn.Module):
         """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v), from ``rng``."""
         return {}
 
-    def policy_loss(self, batch: EstimatorBatch) -> torch.Tensor:
-        """Surrogate loss L(theta) with grad_theta L = -g_hat."""
+    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
+        """S(theta) with grad_theta S = g_hat, the estimate of the gradient of the mean return."""
         raise NotImplementedError
-
-    def update_control_variate(self, make_batch: Callable[[], EstimatorBatch]) -> dict[str, float]:
-        """Train the control variate after the policy step; ``make_batch`` re-evaluates the policy.
-
-        Returns scalars to log. The default (no control variate) does nothing.
-        """
-        return {}
 
     def extra_state(self) -> dict:
         """Optimizer state etc. to checkpoint besides ``state_dict()``."""

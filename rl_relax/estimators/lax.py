@@ -1,0 +1,47 @@
+"""LAX for reparameterizable (Gaussian) policies (Grathwohl et al. 2018, Sec. 3.1 and App. C)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rl_relax.errors import ConfigError
+from rl_relax.estimators.base import EstimatorBatch
+from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
+from rl_relax.networks import Policy
+from rl_relax.samplers import gaussian_reparam
+
+
+class LaxEstimator(ControlVariateEstimator):
+    r"""LAX with the control variate evaluated at the executed action.
+
+    With a_t = mu_theta(s_t) + sigma_theta * eps_t (eps_t stored at acting time, so a_t is the action
+    the env received, before clipping):
+
+        g_hat = (1/|valid|) sum_t [ grad log pi(a_t|s_t) * (A_t - c_phi(s_t, a_t))
+                                    + grad c_phi(s_t, a_t(theta, eps_t)) ]
+
+    Both terms use the same a_t (App. C's proof needs it; the released code's fresh sample in the
+    second term is biased). The score weight's c_phi(s_t, a_t) carries no gradient to theta; the
+    pathwise term differentiates through the reparameterisation. A_t = R_t - V(s_t), so the full
+    control variate is V + c_phi. Unbiased for any c_phi.
+    """
+
+    noise_keys = ("eps",)
+
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ConfigError(
+                f"estimator=lax needs a continuous (Box) action space, this env has {action_space}. "
+                "Fix: use estimator=relax for discrete actions (or estimator=baseline)."
+            )
+        self.cv = ControlVariateNet(obs_dim, int(np.prod(action_space.shape)), self.hidden_sizes, self.activation)
+
+    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
+        actions = gaussian_reparam(batch.dist_params, batch.policy.log_std, batch.noise["eps"])
+        n = actions.shape[0]
+        c = self.cv(batch.obs.repeat(2, 1), torch.cat([actions, actions.detach()]))
+        c_path, c_weight = c[:n], c[n:]
+        per_step = batch.log_prob * (batch.advantages - c_weight) + c_path
+        return torch.dot(per_step, batch.weights)

@@ -1,0 +1,64 @@
+"""Samplers as deterministic functions of distribution parameters and stored noise.
+
+Each sample is a differentiable function of the parameters given the noise, so the same noise can be
+replayed under the current parameters (needed by LAX and RELAX, which differentiate through it).
+
+Categorical with probabilities theta = softmax(logits), noise u, v ~ U(0, 1)^K (Grathwohl et al. 2018,
+App. B; Tucker et al. 2017, App.):
+
+    z      = log theta + g(u),        g(u) = -log(-log u)           (Gumbel-max: argmax z ~ theta)
+    b      = argmax z
+    z~_b   = g(v_b)                                                   (the max of K Gumbels is Gumbel(0))
+    z~_i   = -log( -log(v_i) / theta_i - log(v_b) ),  i != b          (Gumbel(log theta_i) truncated at z~_b)
+
+so that (b, z~) has the same joint distribution as (b, z). The paper's released RL code set
+z~_b = log theta_b + g(v_b) (its "slightly biased" sampler); :func:`biased_conditional_gumbel` keeps it
+only so that tests can show the unbiasedness checks catch it.
+
+Gaussian: a = mu + sigma * eps, eps ~ N(0, I).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gumbel(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise from uniform noise: g = -log(-log u)."""
+    return -torch.log(-torch.log(u))
+
+
+def relaxed_categorical(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """z = log softmax(logits) + g(u); ``argmax(z)`` is a sample of Categorical(logits)."""
+    return torch.log_softmax(logits, dim=-1) + gumbel(u)
+
+
+def conditional_gumbel(logits: torch.Tensor, actions: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """z~ ~ p(z | argmax z = b, theta), exactly (see the module docstring), differentiable in logits.
+
+    Args:
+        logits: (B, K) unnormalised log-probabilities (normalised here).
+        actions: (B,) the sampled categories b.
+        v: (B, K) uniform noise in (0, 1), independent of the noise that produced b.
+    """
+    log_theta = torch.log_softmax(logits, dim=-1)
+    b = actions.unsqueeze(-1)
+    neg_log_v = -torch.log(v)  # -log v > 0
+    neg_log_vb = neg_log_v.gather(-1, b)  # = exp(-z~_b)
+    others = -torch.log(neg_log_v * torch.exp(-log_theta) + neg_log_vb)
+    top = -torch.log(neg_log_vb)
+    return others.scatter(-1, b, top)
+
+
+def biased_conditional_gumbel(logits: torch.Tensor, actions: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The released RELAX RL code's sampler: z~_b = log theta_b + g(v_b). Biased; for tests only."""
+    log_theta = torch.log_softmax(logits, dim=-1)
+    b = actions.unsqueeze(-1)
+    top = log_theta.gather(-1, b) + gumbel(v.gather(-1, b))
+    others = log_theta - torch.log(-torch.log(v) + torch.exp(log_theta) * torch.exp(-top))
+    return others.scatter(-1, b, top)
+
+
+def gaussian_reparam(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """a = mean + exp(log_std) * eps, differentiable in mean and log_std."""
+    return mean + torch.exp(log_std) * eps
