@@ -219,9 +219,7 @@ class A2CLearner:
         else:
             if rest is not None:
                 rest.backward(retain_graph=True)
-            g_net = _flatten(
-                torch.autograd.grad(batch.dist_params, net_params, h_p.detach(), retain_graph=True)
-            )
+            g_net = _flatten(torch.autograd.grad(batch.dist_params, net_params, h_p.detach(), retain_graph=True))
         g = torch.cat([g_net, *(h.detach().reshape(-1) for h in h_direct)])
         if estimator.cv_objective == "variance":
             tangents = _unflatten(g_net, net_params)
