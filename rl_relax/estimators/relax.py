@@ -31,6 +31,8 @@ class RelaxEstimator(ControlVariateEstimator):
     """
 
     noise_keys = ("u",)
+    #: z~ ~ p(z | a, theta); a class attribute so that tests can swap in a deliberately biased sampler.
+    conditional_sampler = staticmethod(conditional_gumbel)
 
     def __init__(self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,7 +64,7 @@ class RelaxEstimator(ControlVariateEstimator):
     def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
         logits = batch.dist_params
         z = relaxed_categorical(logits, batch.noise["u"])
-        z_tilde = conditional_gumbel(logits, batch.actions, batch.noise["v"])
+        z_tilde = self.conditional_sampler(logits, batch.actions, batch.noise["v"])
         n = z.shape[0]
         # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut.
         c = self.relaxed_cv(batch.obs.repeat(3, 1), torch.cat([z, z_tilde, z_tilde.detach()]))

@@ -1,0 +1,60 @@
+"""Samplers: Gumbel-max follows the policy; the conditional sampler reproduces the joint law of
+(argmax z, z); the paper code's biased sampler is caught by the same test."""
+
+import pytest
+import torch
+
+from rl_relax.samplers import biased_conditional_gumbel, conditional_gumbel, relaxed_categorical
+
+LOGITS = torch.tensor([0.5, -0.3, 1.2, -1.0])
+N = 200_000
+
+
+def uniforms(seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(N, 4, generator=g).clamp_min(1e-12)
+
+
+def test_gumbel_max_sample_follows_softmax():
+    z = relaxed_categorical(LOGITS.expand(N, 4), uniforms(0))
+    freq = torch.bincount(z.argmax(-1), minlength=4).double() / N
+    probs = torch.softmax(LOGITS.double(), -1)
+    se = (probs * (1 - probs) / N).sqrt()
+    assert ((freq - probs).abs() < 4 * se).all()
+
+
+def joint_discrepancy(sampler) -> torch.Tensor:
+    """max over (b, i) of |mean(z_i | b) - mean(z~_i | b)| in standard errors, and the same for E[z_i^2]."""
+    logits = LOGITS.expand(N, 4)
+    z = relaxed_categorical(logits, uniforms(1))
+    b = z.argmax(-1)
+    z_tilde = sampler(logits, b, uniforms(2))
+    worst = torch.tensor(0.0, dtype=torch.float64)
+    for action in range(4):
+        rows = b == action
+        n = rows.sum()
+        for f in (lambda x: x, torch.square):
+            x, y = f(z[rows].double()), f(z_tilde[rows].double())
+            se = (x.var(0) / n + y.var(0) / n).sqrt()
+            worst = torch.maximum(worst, ((x.mean(0) - y.mean(0)).abs() / se).max())
+    return worst
+
+
+def test_conditional_sample_has_the_joint_distribution_of_the_unconditional_one():
+    logits = LOGITS.expand(1000, 4)
+    b = torch.randint(0, 4, (1000,), generator=torch.Generator().manual_seed(3))
+    assert (conditional_gumbel(logits, b, uniforms(4)[:1000]).argmax(-1) == b).all()  # consistent with b
+    assert joint_discrepancy(conditional_gumbel) < 4.5
+
+
+def test_the_biased_sampler_fails_the_same_check():
+    assert joint_discrepancy(biased_conditional_gumbel) > 10
+
+
+@pytest.mark.parametrize("sampler", [conditional_gumbel, relaxed_categorical])
+def test_samplers_are_differentiable_in_the_logits(sampler):
+    logits = LOGITS.clone().requires_grad_()
+    args = (logits.expand(8, 4), torch.zeros(8, dtype=torch.long), uniforms(5)[:8])
+    out = sampler(*args) if sampler is conditional_gumbel else sampler(args[0], args[2])
+    (grad,) = torch.autograd.grad(out.sum(), logits)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
