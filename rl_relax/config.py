@@ -57,6 +57,14 @@ def validate(cfg: Any) -> None:
     _positive(cfg.logging.interval_steps, "logging.interval_steps", "2000", integer=True)
     _positive(cfg.checkpoint.interval_steps, "checkpoint.interval_steps", "100000", integer=True)
     _positive(cfg.checkpoint.keep_last, "checkpoint.keep_last", "2", integer=True)
+    if cfg.variance.interval_steps < 0:
+        raise ConfigError("variance.interval_steps must be >= 0 (0 turns the sampled measurement off).")
+    if cfg.variance.interval_steps > 0 and cfg.variance.num_batches < 2:
+        raise ConfigError("variance.num_batches must be >= 2 to estimate a variance. Fix: variance.num_batches=100.")
+    if not 0.0 < cfg.variance.ema_decay < 1.0:
+        raise ConfigError(
+            f"variance.ema_decay={cfg.variance.ema_decay} must be in (0, 1). Fix: variance.ema_decay=0.99."
+        )
     if cfg.logging.progress not in ("auto", "always", "never"):
         raise ConfigError(f"logging.progress={cfg.logging.progress!r} must be auto, always or never.")
 

@@ -30,10 +30,12 @@ from rl_relax.config import resolve_device, validate
 from rl_relax.envs import make_vector_env, seed_vector_env, threshold_for
 from rl_relax.errors import ConfigError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator
+from rl_relax.estimators.baseline import BaselineEstimator
 from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger
 from rl_relax.networks import make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
+from rl_relax.variance import SampledVarianceProbe
 
 log = logging.getLogger("rl_relax")
 
@@ -112,6 +114,7 @@ class Trainer:
         )
         self.threshold = threshold_for(cfg.env)
         self.stop_when_solved = bool(cfg.stop_when_solved)
+        self._probe: SampledVarianceProbe | None = None
         window = int(cfg.env.solved_window)
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
@@ -256,6 +259,8 @@ class Trainer:
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
         ckpt_interval = int(cfg.checkpoint.interval_steps)
         next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
+        variance_interval = int(cfg.variance.interval_steps)
+        next_variance = (self.global_step // variance_interval + 1) * variance_interval if variance_interval else None
         total = int(cfg.total_timesteps)
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
         linear_lr = cfg.learner.lr_schedule == "linear"
@@ -286,6 +291,12 @@ class Trainer:
                     self._log(tb, {k: v / count for k, v in sums.items()}, stats.entropy)
                     sums = dict.fromkeys(sums, 0.0)
                     count = 0
+                if next_variance is not None and self.global_step >= next_variance:
+                    probe = self._variance_probe()
+                    tb.scalars(
+                        probe.measure(int(cfg.variance.num_batches), self.env.normalizer_state()), self.global_step
+                    )
+                    next_variance = (self.global_step // variance_interval + 1) * variance_interval
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
@@ -301,6 +312,8 @@ class Trainer:
             progress.close()
             tb.close()
             self.env.close()
+            if self._probe is not None:
+                self._probe.close()
         summary = self.write_summary(finished=True)
         log.info(
             "done: %d steps, %d episodes, mean return %s, episodes to solve %s, %.0f fps",
@@ -308,6 +321,26 @@ class Trainer:
             summary["episodes_to_solve"], summary["fps"] or 0.0,
         )  # fmt: skip
         return summary
+
+    def _variance_probe(self) -> SampledVarianceProbe:
+        """Built on first use: an env copy, buffer and collector of the training run's shape."""
+        if self._probe is None:
+            cfg = self.cfg
+            env = make_vector_env(cfg.env, reward_gamma=float(cfg.learner.gamma))
+            noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
+            noise_shapes.update(self.estimator.extra_noise_shapes())
+            obs_dim = self.buffer.obs_np.shape[-1]
+            buffer = RolloutBuffer(self.buffer.num_steps, self.buffer.num_envs, obs_dim, self.policy, noise_shapes,
+                                   self.device)  # fmt: skip
+            rng = np.random.default_rng([int(cfg.seed), 1])  # a stream independent of the acting noise
+            extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
+            collector = RolloutCollector(env, self.policy, buffer, rng, self.estimator.noise_keys, extra)
+            collector.start(seed_vector_env(env, int(cfg.seed) + 1_000_003))
+            estimators = {"estimator": self.estimator}
+            if not isinstance(self.estimator, BaselineEstimator):
+                estimators["baseline"] = BaselineEstimator(name="baseline")
+            self._probe = SampledVarianceProbe(env, collector, self.learner, estimators)
+        return self._probe
 
     def stop_requested(self) -> bool:
         return self.stop_when_solved and self.episodes_to_solve is not None

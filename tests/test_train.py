@@ -170,3 +170,46 @@ def test_cartpole_actually_learns(run_training):
 def test_sync_and_async_vector_envs_train(mode, run_training):
     summary = run_training(f"env.vectorization={mode}", "env.num_envs=2", "total_timesteps=400")
     assert summary["timesteps"] == 400 and summary["episodes"] > 0
+
+
+GRAD_TAGS = {"grad/log_variance", "grad/pg_norm", "grad/log_variance_sampled"}
+CV_TAGS = {"cv/loss", "grad/log_variance_sampled_baseline", "grad/variance_ratio_sampled"}
+
+
+@pytest.mark.parametrize(
+    ("env", "estimator", "extra_tags"),
+    [
+        ("CartPole", "baseline", set()),
+        ("CartPole", "relax", CV_TAGS | {"cv/temperature"}),
+        ("Pendulum", "lax", CV_TAGS),
+        ("InvertedPendulum", "lax", CV_TAGS),
+    ],
+)
+def test_estimators_train_and_write_every_metric(env, estimator, extra_tags, run_training, tmp_path):
+    summary = run_training(f"env={env}", f"estimator={estimator}", "total_timesteps=2560",
+                           "variance.interval_steps=1280", "variance.num_batches=5")  # fmt: skip
+    assert summary["estimator"] == estimator and summary["timesteps"] == 2560
+    scalars = read_scalars(tmp_path / "run")
+    assert TB_TAGS | GRAD_TAGS | extra_tags <= scalars.keys()
+    assert [s for s, _ in scalars["grad/log_variance_sampled"]] == [1280, 2560]
+    assert all(np.isfinite(v) for _, v in scalars["grad/log_variance"][1:])
+    if "cv/loss" in extra_tags:
+        assert all(v > 0 for _, v in scalars["grad/variance_ratio_sampled"])
+
+
+def test_control_variate_state_survives_resume(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("estimator=relax", "total_timesteps=800", run_dir=run_dir)
+    saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir / "checkpoints"))
+    assert any(k.startswith("cv.") for k in saved["estimator"]) and "log_temperature" in saved["estimator"]
+    assert saved["estimator_extra"]["cv_optimizer"]["state"]  # Adam moments of phi
+    assert run_training("estimator=relax", "total_timesteps=1600", run_dir=run_dir)["timesteps"] == 1600
+
+
+def test_wrong_estimator_for_the_action_space_is_a_clear_error(run_training):
+    from rl_relax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="use estimator=lax"):
+        run_training("env=Pendulum", "estimator=relax", "total_timesteps=100")
+    with pytest.raises(ConfigError, match="use estimator=relax"):
+        run_training("env=CartPole", "estimator=lax", "total_timesteps=100")
