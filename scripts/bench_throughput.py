@@ -1,15 +1,20 @@
-"""Training throughput of rl_relax's A2C vs stable-baselines3's A2C, side by side in one run.
+"""Training throughput (env-steps/s): rl_relax's estimators vs stable-baselines3's A2C, in one run.
 
-Both train CartPole-v1 with 8 envs x 5 steps per update (40 transitions per gradient step), RMSprop,
-lr 7e-4, the same MLP sizes (64-64 tanh, separate policy and value nets), on the CPU with one torch
-thread each. Runs alternate (ours, SB3, ours, SB3, ...) in fresh subprocesses so that machine noise
-hits both alike; we report the median env-steps/s of each and their ratio. The raw vectorised
-environment step rate (random actions, no learning) is measured alongside as the ceiling.
+For CartPole-v1 and InvertedPendulum-v5, each with 8 envs x 5 steps per update (40 transitions per
+gradient step) on the CPU with one torch thread:
 
-    python scripts/bench_throughput.py            # writes results/throughput_a2c_cartpole.{md,csv}
-    python scripts/bench_throughput.py --steps 200000 --runs 7
+- rl_relax with ``estimator=baseline`` and with the env's control-variate estimator (``relax`` on
+  CartPole, ``lax`` on InvertedPendulum), using the shipped env config;
+- stable-baselines3's A2C with its defaults (the same 8 x 5 rollout, RMSprop, 64-64 tanh nets);
+- the raw vectorised env with random actions and no learning (the ceiling).
 
-Needs the bench extra (stable-baselines3): pip install -c constraints-cpu.txt -e ".[bench]".
+Runs alternate between implementations in fresh subprocesses, so machine noise hits all alike; the
+tables report medians and ratios. Output: ``results/throughput.{md,csv}``.
+
+    python scripts/bench_throughput.py                 # 5 runs each
+    python scripts/bench_throughput.py --runs 3 --scale 0.5
+
+Needs the bench extra (stable-baselines3): pip install -c constraints-cpu.txt -e ".[bench,mujoco]".
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -29,13 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 OURS = """
-import json, sys, time, torch
+import json, sys, torch
 from hydra import compose, initialize_config_module
 from rl_relax.trainer import Trainer
 torch.set_num_threads(1)
 with initialize_config_module("rl_relax.configs", version_base="1.3"):
-    cfg = compose("train", overrides=["env=CartPole", "estimator=baseline", "seed=%(seed)d",
-        "total_timesteps=%(steps)d", "logging.progress=never", "checkpoint.interval_steps=100000000"])
+    cfg = compose("train", overrides=["env=%(option)s", "estimator=%(estimator)s", "seed=%(seed)d",
+        "env.num_envs=8", "learner.num_steps=5", "total_timesteps=%(steps)d", "logging.progress=never",
+        "checkpoint.interval_steps=100000000"])
 summary = Trainer(cfg, sys.argv[1]).run()
 print(json.dumps({"fps": summary["fps"]}))
 """
@@ -45,8 +52,8 @@ import json, time, torch
 from stable_baselines3 import A2C
 from stable_baselines3.common.env_util import make_vec_env
 torch.set_num_threads(1)
-env = make_vec_env("CartPole-v1", n_envs=8, seed=%(seed)d)
-model = A2C("MlpPolicy", env, device="cpu", seed=%(seed)d)
+env = make_vec_env("%(env_id)s", n_envs=8, seed=%(seed)d)
+model = A2C("MlpPolicy", env, n_steps=5, device="cpu", seed=%(seed)d)
 t = time.perf_counter()
 model.learn(total_timesteps=%(steps)d)
 print(json.dumps({"fps": model.num_timesteps / (time.perf_counter() - t)}))
@@ -54,56 +61,102 @@ print(json.dumps({"fps": model.num_timesteps / (time.perf_counter() - t)}))
 
 RAW = """
 import json, time, numpy as np, gymnasium as gym
-envs = gym.make_vec("CartPole-v1", num_envs=8)
+envs = gym.make_vec("%(env_id)s", num_envs=8)
 envs.reset(seed=%(seed)d)
-actions = np.random.default_rng(%(seed)d).integers(0, 2, size=(2000, 8))
+envs.action_space.seed(%(seed)d)
+actions = [envs.action_space.sample() for _ in range(1000)]
 n = %(steps)d // 8
 t = time.perf_counter()
 for i in range(n):
-    envs.step(actions[i %% 2000])
+    envs.step(actions[i %% 1000])
 print(json.dumps({"fps": n * 8 / (time.perf_counter() - t)}))
 """
 
-IMPLS = {"rl_relax": OURS, "stable-baselines3": SB3, "raw-env": RAW}
+# env option, gymnasium id, env steps per run, the control-variate estimator for this action space
+ENVS = [("CartPole", "CartPole-v1", 100_000, "relax"), ("InvertedPendulum", "InvertedPendulum-v5", 50_000, "lax")]
 
 
-def run_one(code: str, seed: int, steps: int) -> float:
+def cases(scale: float) -> list[dict]:
+    out = []
+    for option, env_id, steps, cv_estimator in ENVS:
+        steps = int(steps * scale)
+        common = {"option": option, "env_id": env_id, "steps": steps}
+        out += [
+            {**common, "impl": "rl_relax", "estimator": "baseline", "code": OURS},
+            {**common, "impl": "rl_relax", "estimator": cv_estimator, "code": OURS},
+            {**common, "impl": "stable-baselines3", "estimator": "baseline", "code": SB3},
+            {**common, "impl": "raw-env", "estimator": "none", "code": RAW},
+        ]
+    return out
+
+
+def run_one(case: dict, seed: int) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
-        proc = subprocess.run(
-            [sys.executable, "-c", code % {"seed": seed, "steps": steps}, run_dir],
-            capture_output=True, text=True, check=False, cwd=ROOT,
-        )  # fmt: skip
+        code = case["code"] % {**case, "seed": seed}
+        proc = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, check=False,
+                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark subprocess failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark subprocess failed ({case['impl']} {case['option']}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])["fps"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=100_000, help="env steps per training run")
-    parser.add_argument("--runs", type=int, default=5, help="runs per implementation (seeds 0..runs-1)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per case (seeds 0..runs-1)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every run's env steps")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
 
-    fps: dict[str, list[float]] = {name: [] for name in IMPLS}
+    todo = cases(args.scale)
+    for case in todo:
+        case["fps"] = []
     for seed in range(args.runs):
-        for name, code in IMPLS.items():
-            value = run_one(code, seed, args.steps)
-            fps[name].append(value)
-            print(f"seed {seed} {name:18s} {value:10,.0f} env-steps/s", flush=True)
+        for case in todo:
+            case["fps"].append(run_one(case, seed))
+            print(f"seed {seed} {case['option']:17s} {case['impl']:18s} {case['estimator']:9s} "
+                  f"{case['fps'][-1]:10,.0f} env-steps/s", flush=True)  # fmt: skip
+    for case in todo:
+        case["median"] = statistics.median(case["fps"])
 
-    medians = {name: statistics.median(values) for name, values in fps.items()}
-    ratio = medians["rl_relax"] / medians["stable-baselines3"]
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "throughput_a2c_cartpole.csv", "w", newline="") as fh:
+    with open(args.out / "throughput.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(
-            ["env", "estimator", "impl", "num_envs", "num_steps", "steps_per_sec_median", "runs", "all_runs"]
-        )
-        for name, values in fps.items():
-            estimator = "none" if name == "raw-env" else "baseline"
-            writer.writerow(["CartPole-v1", estimator, name, 8, 5, round(medians[name]), len(values),
-                             " ".join(str(round(v)) for v in values)])  # fmt: skip
+        writer.writerow(["env", "estimator", "impl", "num_envs", "num_steps", "steps_per_sec_median", "runs",
+                         "all_runs"])  # fmt: skip
+        for c in todo:
+            writer.writerow([c["env_id"], c["estimator"], c["impl"], 8, 5, round(c["median"]), len(c["fps"]),
+                             " ".join(str(round(v)) for v in c["fps"])])  # fmt: skip
+
+    lines = [
+        "# Training throughput: rl_relax estimators vs stable-baselines3 A2C (8 envs x 5 steps, CPU, 1 thread)",
+        "",
+        f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}`  ",
+        f"Date: {dt.date.today().isoformat()}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {_versions()}  ",
+        f"Seeds: 0..{args.runs - 1}; implementations alternate in fresh processes; medians of env-steps/s.",
+        "",
+        "| env | impl | estimator | env-steps/s (median) | all runs |",
+        "|---|---|---|---:|---|",
+    ]
+    for c in todo:
+        runs = ", ".join(f"{v:,.0f}" for v in c["fps"])
+        lines.append(f"| {c['env_id']} | {c['impl']} | {c['estimator']} | {c['median']:,.0f} | {runs} |")
+    lines += ["", "Ratios of medians:", ""]
+    for option, env_id, _, cv_estimator in ENVS:
+        rows = {(c["impl"], c["estimator"]): c["median"] for c in todo if c["option"] == option}
+        ours, cv, sb3, raw = (rows[("rl_relax", "baseline")], rows[("rl_relax", cv_estimator)],
+                              rows[("stable-baselines3", "baseline")], rows[("raw-env", "none")])  # fmt: skip
+        lines += [
+            f"- {env_id}: rl_relax baseline / SB3 A2C = **{ours / sb3:.2f}x**; "
+            f"{cv_estimator} / baseline = **{cv / ours:.0%}**; rl_relax baseline runs at {ours / raw:.0%} "
+            "of the raw env step rate.",
+        ]
+    lines.append("")
+    (args.out / "throughput.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def _versions() -> str:
     import gymnasium
     import torch
 
@@ -113,35 +166,8 @@ def main() -> None:
 
         versions += f", stable-baselines3 {stable_baselines3.__version__}"
     except ImportError:
-        pass
-    lines = [
-        "# A2C training throughput on CartPole-v1 (8 envs x 5 steps, CPU, 1 torch thread)",
-        "",
-        f"Command: `python scripts/bench_throughput.py --steps {args.steps} --runs {args.runs}`  ",
-        f"Date: {dt.date.today().isoformat()}  ",
-        f"Machine: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
-        f"{_cpu_count()} cores, Python {platform.python_version()}, {versions}  ",
-        f"Seeds: 0..{args.runs - 1}, {args.steps:,} env steps per run, runs interleaved in fresh processes.",
-        "",
-        "| impl | env-steps/s (median) | all runs |",
-        "|---|---:|---|",
-    ]
-    for name, values in fps.items():
-        lines.append(f"| {name} | {medians[name]:,.0f} | {', '.join(f'{v:,.0f}' for v in values)} |")
-    lines += [
-        "",
-        f"**rl_relax / stable-baselines3 = {ratio:.2f}x** (target: >= 3x). "
-        f"rl_relax reaches {medians['rl_relax'] / medians['raw-env']:.0%} of the raw env step rate.",
-        "",
-    ]
-    (args.out / "throughput_a2c_cartpole.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-
-
-def _cpu_count() -> int:
-    import os
-
-    return os.cpu_count() or 0
+        versions += ", stable-baselines3 not installed"
+    return versions
 
 
 if __name__ == "__main__":
