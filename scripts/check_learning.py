@@ -23,6 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def variance_columns(run_dir: Path) -> dict:
+    """Summaries of the sampled gradient-variance measurements, if the run made any."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    out = {}
+    if "grad/log_variance" in tags:
+        out["log_variance_online_mean"] = statistics.mean(e.value for e in acc.Scalars("grad/log_variance")[1:])
+    if "grad/variance_ratio_sampled" in tags:
+        ratios = [e.value for e in acc.Scalars("grad/variance_ratio_sampled")]
+        out["variance_ratio_median"] = statistics.median(ratios)
+        out["variance_ratio_first"], out["variance_ratio_last"] = ratios[0], ratios[-1]
+        out["variance_measurements"] = len(ratios)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, help="env option, e.g. CartPole")
@@ -43,6 +61,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
         summary = json.loads((run_dir / "summary.json").read_text())
+        summary.update(variance_columns(run_dir))
         rows.append(summary)
         print(f"seed {seed}: final return {summary['final_return_mean']:.1f}, episodes to solve "
               f"{summary['episodes_to_solve']}, steps to solve {summary['steps_to_solve']}, "
@@ -53,7 +72,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"learning_{args.env}_{args.estimator}"
     fields = ["seed", "timesteps", "episodes", "final_return_mean", "episodes_to_solve", "steps_to_solve",
-              "solved_threshold", "fps"]  # fmt: skip
+              "solved_threshold", "fps", "log_variance_online_mean", "variance_ratio_median", "variance_ratio_first",
+              "variance_ratio_last", "variance_measurements"]  # fmt: skip
     with open(args.out / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -76,6 +96,19 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['seed']} | {r['final_return_mean']:.1f} | {r['episodes_to_solve'] or '-'} | "
                      f"{r['steps_to_solve'] or '-'} | {r['fps']:,.0f} |")  # fmt: skip
+    with_ratio = [r for r in rows if "variance_ratio_median" in r]
+    if with_ratio:
+        lines += [
+            "",
+            "Sampled gradient variance at matched policies (`grad/variance_ratio_sampled`: geometric mean over policy",
+            f"parameters of Var({args.estimator}) / Var(baseline) on the same fresh rollouts):",
+            "",
+            "| seed | measurements | first | median | last |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in with_ratio:
+            lines.append(f"| {r['seed']} | {r['variance_measurements']} | {r['variance_ratio_first']:.3f} | "
+                         f"{r['variance_ratio_median']:.3f} | {r['variance_ratio_last']:.3f} |")  # fmt: skip
     lines += [
         "",
         f"Final mean return: median {statistics.median(finals):.1f}, mean {statistics.mean(finals):.1f}"
