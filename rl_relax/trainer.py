@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rl_relax import checkpoint as ckpt
 from rl_relax.config import resolve_device, validate
-from rl_relax.envs import make_vector_env, seed_vector_env, threshold_for
+from rl_relax.envs import VectorEnvHandle, make_vector_env, seed_vector_env, threshold_for
 from rl_relax.errors import ConfigError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator
 from rl_relax.estimators.baseline import BaselineEstimator
@@ -101,17 +101,10 @@ class Trainer:
             self.policy, self.value, self.estimator, cfg.learner, variance_decay=float(cfg.variance.ema_decay)
         )
 
-        noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
-        noise_shapes.update(self.estimator.extra_noise_shapes())
-        self.buffer = RolloutBuffer(
-            int(cfg.learner.num_steps), int(cfg.env.num_envs), obs_dim, self.policy, noise_shapes, self.device
-        )
-        extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
         # Acting noise comes from its own generator, seeded from the run seed and checkpointed.
         self.rng = np.random.default_rng(int(cfg.seed))
-        self.collector = RolloutCollector(
-            self.env, self.policy, self.buffer, self.rng, self.estimator.noise_keys, extra
-        )
+        self.collector = self._make_collector(self.env, self.rng)
+        self.buffer = self.collector.buffer
         self.threshold = threshold_for(cfg.env)
         self.stop_when_solved = bool(cfg.stop_when_solved)
         self._probe: SampledVarianceProbe | None = None
@@ -322,19 +315,22 @@ class Trainer:
         )  # fmt: skip
         return summary
 
+    def _make_collector(self, env: VectorEnvHandle, rng: np.random.Generator) -> RolloutCollector:
+        """A rollout buffer of the run's shape, storing the noise the estimator asks for, and its collector."""
+        obs_dim = int(np.prod(env.envs.single_observation_space.shape))
+        noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
+        noise_shapes.update(self.estimator.extra_noise_shapes())
+        buffer = RolloutBuffer(int(self.cfg.learner.num_steps), int(self.cfg.env.num_envs), obs_dim, self.policy,
+                               noise_shapes, self.device)  # fmt: skip
+        extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
+        return RolloutCollector(env, self.policy, buffer, rng, self.estimator.noise_keys, extra)
+
     def _variance_probe(self) -> SampledVarianceProbe:
-        """Built on first use: an env copy, buffer and collector of the training run's shape."""
+        """Built on first use: a copy of the env with its own collector and noise stream."""
         if self._probe is None:
             cfg = self.cfg
             env = make_vector_env(cfg.env, reward_gamma=float(cfg.learner.gamma))
-            noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
-            noise_shapes.update(self.estimator.extra_noise_shapes())
-            obs_dim = self.buffer.obs_np.shape[-1]
-            buffer = RolloutBuffer(self.buffer.num_steps, self.buffer.num_envs, obs_dim, self.policy, noise_shapes,
-                                   self.device)  # fmt: skip
-            rng = np.random.default_rng([int(cfg.seed), 1])  # a stream independent of the acting noise
-            extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
-            collector = RolloutCollector(env, self.policy, buffer, rng, self.estimator.noise_keys, extra)
+            collector = self._make_collector(env, np.random.default_rng([int(cfg.seed), 1]))
             collector.start(seed_vector_env(env, int(cfg.seed) + 1_000_003))
             estimators = {"estimator": self.estimator}
             if not isinstance(self.estimator, BaselineEstimator):
