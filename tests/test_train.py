@@ -213,3 +213,11 @@ def test_wrong_estimator_for_the_action_space_is_a_clear_error(run_training):
         run_training("env=Pendulum", "estimator=relax", "total_timesteps=100")
     with pytest.raises(ConfigError, match="use estimator=relax"):
         run_training("env=CartPole", "estimator=lax", "total_timesteps=100")
+
+
+@pytest.mark.parametrize("overrides", [["estimator.cv_steps=3"], ["estimator.cv_objective=dist_params"]])
+def test_control_variate_options_train(overrides, run_training, tmp_path):
+    summary = run_training("estimator=relax", "total_timesteps=800", *overrides)
+    assert summary["timesteps"] == 800
+    losses = [v for _, v in read_scalars(tmp_path / "run")["cv/loss"]]
+    assert losses and all(np.isfinite(v) and v >= 0 for v in losses)
