@@ -27,15 +27,30 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     return trainer.run()
 
 
+def objective(summary: dict, kind: str) -> float:
+    """The number a sweeper maximises: ``final_return`` or ``neg_episodes_to_solve``.
+
+    An unsolved run counts as solving one window after the episodes it ran (a penalty that keeps
+    the ordering: solved runs always rank above unsolved ones of the same length).
+    """
+    if kind == "final_return":
+        value = summary["final_return_mean"]
+        return float("-inf") if value is None else float(value)
+    if kind == "neg_episodes_to_solve":
+        solved = summary["episodes_to_solve"]
+        return -float(solved if solved is not None else summary["episodes"] + summary["solved_window"])
+    raise RlRelaxError(f"sweep_objective={kind!r} must be final_return or neg_episodes_to_solve.")
+
+
 @hydra.main(version_base="1.3", config_path="pkg://rl_relax.configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float:
+    """Train one run; return the sweep objective (Hydra sweepers such as Optuna maximise it)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        summary = train(cfg, run_dir)
+        return objective(train(cfg, run_dir), str(cfg.sweep_objective))
     except RlRelaxError as exc:
         log.error("error: %s", exc)
         sys.exit(exc.exit_code)
-    return summary["final_return_mean"]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Sweeps: Hydra multirun with the local launcher preset, summaries, resume after a kill, Optuna, GPU."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rl_relax.summarize import summarize
+from rl_relax.train import objective
+from tests.conftest import read_scalars
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rl_relax.train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def test_local_launcher_runs_two_jobs_and_summarize_lists_both(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_cli("-m", "hydra/launcher=local", "seed=0,1", "total_timesteps=800", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / "summary.json").is_file())
+    assert jobs == ["seed=0,total_timesteps=800", "seed=1,total_timesteps=800"]  # named from the overrides
+    text = summarize(sweep)
+    assert "| CartPole-v1 | baseline | 0 1 |" in text and "did not finish" not in text
+    rows = list(csv.DictReader((sweep / "summary.csv").read_text().splitlines()))
+    assert len(rows) == 1 and rows[0]["seeds"] == "0 1" and rows[0]["runs"] == "2"
+    assert (sweep / "returns.png").stat().st_size > 1000 and (sweep / "log_variance.png").stat().st_size > 1000
+
+
+def test_summarize_reports_a_failed_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_cli("-m", "learner.gamma=0.99,1.5", "total_timesteps=400", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0  # the sweep itself reports the bad job
+    text = summarize(sweep, plots=False)
+    assert "| CartPole-v1 | baseline | 0 | 0/1 |" in text
+    assert "failed:" in text and "learner.gamma=1.5" in text
+
+
+def test_summarize_without_runs_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "rl_relax.summarize", str(tmp_path)], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "no runs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_killed_job_relaunched_in_the_same_directory_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["total_timesteps=400000", "checkpoint.interval_steps=4000", f"hydra.run.dir={run_dir}"]
+    job = subprocess.Popen([sys.executable, "-m", "rl_relax.train", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((run_dir / "checkpoints").glob("ckpt_*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGKILL)  # like a preempted cluster job: no chance to clean up
+    job.wait()
+    saved = max(int(p.stem.split("_")[1]) for p in (run_dir / "checkpoints").glob("ckpt_*.pt"))
+    assert 0 < saved < 400000
+
+    proc = train_cli(*args[:-1], "total_timesteps=" + str(saved + 8000), f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resumed from {run_dir / 'checkpoints'}" in proc.stdout + proc.stderr
+    steps = [s for s, _ in read_scalars(run_dir)["train/value_loss"]]
+    assert steps[-1] == saved + 8000 and steps == sorted(set(steps))  # one counter, no step twice
+
+
+def test_optuna_sweeper_maximises_the_returned_objective(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train_cli("-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                     "hydra.sweeper.direction=maximize", "learner.lr=interval(1e-4,1e-3)", "total_timesteps=400",
+                     f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert "learner.lr" in result["best_params"] and result["best_value"] > 0
+
+
+def test_objective_ranks_solved_runs_above_unsolved_ones():
+    solved = {"episodes_to_solve": 300, "episodes": 500, "solved_window": 100, "final_return_mean": 480.0}
+    unsolved = {"episodes_to_solve": None, "episodes": 350, "solved_window": 100, "final_return_mean": 200.0}
+    assert objective(solved, "neg_episodes_to_solve") == -300.0
+    assert objective(unsolved, "neg_episodes_to_solve") == -450.0
+    assert objective(solved, "final_return") == 480.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_the_gpu(run_training, tmp_path):
+    summary = run_training("device=cuda", "estimator=relax", "total_timesteps=2000", "variance.interval_steps=1000",
+                           "variance.num_batches=4")  # fmt: skip
+    assert summary["device"].startswith("cuda") and summary["timesteps"] == 2000
