@@ -15,6 +15,18 @@ so that (b, z~) has the same joint distribution as (b, z). The paper's released 
 z~_b = log theta_b + g(v_b) (its "slightly biased" sampler); :func:`biased_conditional_gumbel` keeps it
 only so that tests can show the unbiasedness checks catch it.
 
+Bernoulli with theta = sigmoid(logit), noise u, v ~ U(0, 1) (App. B):
+
+    z      = logit + log(u / (1 - u))                                  (logistic noise: z > 0 w.p. theta)
+    b      = 1[z > 0]
+    v'     = v * (1 - theta)               if b = 0
+           = v * theta + (1 - theta)       if b = 1
+    z~     = logit + log(v' / (1 - v'))
+
+The gradient of z~ must flow through the theta inside v' with v held fixed (a PyTorch port once
+dropped it: duvenaud/relax issue #6), and it is 1 - theta, not theta, in both branches (an early
+version of the paper had the typo: issue #1).
+
 Gaussian: a = mu + sigma * eps, eps ~ N(0, I).
 """
 
@@ -62,3 +74,15 @@ def biased_conditional_gumbel(logits: torch.Tensor, actions: torch.Tensor, v: to
 def gaussian_reparam(mean: torch.Tensor, log_std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """a = mean + exp(log_std) * eps, differentiable in mean and log_std."""
     return mean + torch.exp(log_std) * eps
+
+
+def relaxed_bernoulli(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """z = logit + log(u / (1 - u)); ``z > 0`` is a sample of Bernoulli(sigmoid(logit))."""
+    return logits + torch.log(u) - torch.log1p(-u)
+
+
+def conditional_bernoulli(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """z~ ~ p(z | b, theta) for the Bernoulli relaxation, differentiable in the logits (see above)."""
+    theta = torch.sigmoid(logits)
+    v_prime = torch.where(b > 0.5, v * theta + (1.0 - theta), v * (1.0 - theta))
+    return logits + torch.log(v_prime) - torch.log1p(-v_prime)
