@@ -4,11 +4,11 @@ The optimum is theta = 0 (loss 0.249001 vs 0.251001 at theta = 1): the signal is
 noise, so REINFORCE and REBAR stall near theta = 0.5 while RELAX, whose control variate is trained to
 minimise the estimator's variance, drives theta to 0 (Grathwohl et al. 2018, Fig. 1 and 3).
 
-Settings follow the paper's code (rebar_toy.py): theta = sigmoid(logit), logit starts at 0, one sample
-per step, Adam(lr 0.01) for theta and for the control variate; every 10 steps the log-variance of the
-gradient estimate (w.r.t. the logit) is measured from 1000 fresh samples. Estimators: REINFORCE (no
-baseline), Concrete (temperature 0.5, biased), REBAR (eta and temperature learned), RELAX (a learned
-control variate c(z) = s * NN(sigma_lambda(z)) with s starting at 0).
+Settings follow the paper's code (rebar_toy.py; its figure ran 10000 steps): theta = sigmoid(logit),
+the logit starts at 0, one sample per step, Adam(lr 0.01) for theta and for the control variate; every
+10 steps the log-variance of the gradient estimate (w.r.t. the logit) is measured from 1000 fresh
+samples. Estimators: REINFORCE (no baseline), Concrete (temperature 0.5, biased), REBAR (eta and
+temperature learned), RELAX (a learned control variate c(z) = s * NN(sigma_lambda(z)), s starting at 0).
 
     python scripts/toy_problem.py                       # writes results/toy/
     python scripts/toy_problem.py --steps 500 --out /tmp/toy
@@ -95,7 +95,7 @@ class Problem:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--target", type=float, default=0.499)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "toy")
