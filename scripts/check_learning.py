@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def variance_columns(run_dir: Path) -> dict:
+def variance_columns(run_dir: Path, steps_to_solve: int | None) -> dict:
     """Summaries of the sampled gradient-variance measurements, if the run made any."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -34,8 +34,12 @@ def variance_columns(run_dir: Path) -> dict:
     if "grad/log_variance" in tags:
         out["log_variance_online_mean"] = statistics.mean(e.value for e in acc.Scalars("grad/log_variance")[1:])
     if "grad/variance_ratio_sampled" in tags:
-        ratios = [e.value for e in acc.Scalars("grad/variance_ratio_sampled")]
+        events = acc.Scalars("grad/variance_ratio_sampled")
+        ratios = [e.value for e in events]
         out["variance_ratio_median"] = statistics.median(ratios)
+        # While learning: once solved, both gradients are tiny and their ratio says little about learning.
+        learning = [e.value for e in events if steps_to_solve is None or e.step <= steps_to_solve]
+        out["variance_ratio_median_learning"] = statistics.median(learning) if learning else None
         out["variance_ratio_first"], out["variance_ratio_last"] = ratios[0], ratios[-1]
         out["variance_measurements"] = len(ratios)
     return out
@@ -61,7 +65,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"run failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
         summary = json.loads((run_dir / "summary.json").read_text())
-        summary.update(variance_columns(run_dir))
+        summary.update(variance_columns(run_dir, summary["steps_to_solve"]))
         rows.append(summary)
         print(f"seed {seed}: final return {summary['final_return_mean']:.1f}, episodes to solve "
               f"{summary['episodes_to_solve']}, steps to solve {summary['steps_to_solve']}, "
@@ -72,8 +76,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"learning_{args.env}_{args.estimator}"
     fields = ["seed", "timesteps", "episodes", "final_return_mean", "episodes_to_solve", "steps_to_solve",
-              "solved_threshold", "fps", "log_variance_online_mean", "variance_ratio_median", "variance_ratio_first",
-              "variance_ratio_last", "variance_measurements"]  # fmt: skip
+              "solved_threshold", "fps", "log_variance_online_mean", "variance_ratio_median",
+              "variance_ratio_median_learning", "variance_ratio_first", "variance_ratio_last",
+              "variance_measurements"]  # fmt: skip
     with open(args.out / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -103,12 +108,18 @@ def main() -> None:
             "Sampled gradient variance at matched policies (`grad/variance_ratio_sampled`: geometric mean over policy",
             f"parameters of Var({args.estimator}) / Var(baseline) on the same fresh rollouts):",
             "",
-            "| seed | measurements | first | median | last |",
-            "|---:|---:|---:|---:|---:|",
+            "| seed | measurements | first | median until solved | median | last |",
+            "|---:|---:|---:|---:|---:|---:|",
         ]
         for r in with_ratio:
+            learning = r["variance_ratio_median_learning"]
             lines.append(f"| {r['seed']} | {r['variance_measurements']} | {r['variance_ratio_first']:.3f} | "
-                         f"{r['variance_ratio_median']:.3f} | {r['variance_ratio_last']:.3f} |")  # fmt: skip
+                         f"{'-' if learning is None else f'{learning:.3f}'} | {r['variance_ratio_median']:.3f} | "
+                         f"{r['variance_ratio_last']:.3f} |")  # fmt: skip
+        lines += [
+            "",
+            "A ratio below 1 means the estimator's gradient varies less than the baseline's at the same policy.",
+        ]
     lines += [
         "",
         f"Final mean return: median {statistics.median(finals):.1f}, mean {statistics.mean(finals):.1f}"
