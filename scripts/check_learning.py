@@ -15,6 +15,7 @@ import csv
 import datetime as dt
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,8 +59,9 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         run_dir = args.runs_dir / f"{args.env}__{args.estimator}__seed{seed}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: no events or checkpoints from a previous one
         cmd = [sys.executable, "-m", "rl_relax.train", f"env={args.env}", f"estimator={args.estimator}",
-               f"seed={seed}", f"hydra.run.dir={run_dir}", "logging.progress=never", "checkpoint.resume=false",
+               f"seed={seed}", f"hydra.run.dir={run_dir}", "logging.progress=never",
                *args.overrides]  # fmt: skip
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
