@@ -50,8 +50,8 @@ def _uniform(shape: Sequence[int], generator: torch.Generator | None, like: torc
     return u.clamp_(_TINY, 1.0 - 1e-7)
 
 
-class Bernoulli:
-    """Independent Bernoulli variables with theta = sigmoid(logits); b has the logits' shape."""
+class _Discrete:
+    """A discrete variable parameterised by logits, with noise u (sampling) and v (conditional resampling)."""
 
     def __init__(self, logits: torch.Tensor):
         self.logits = logits
@@ -59,6 +59,10 @@ class Bernoulli:
     def noise(self, num_samples: int, generator: torch.Generator | None = None) -> Noise:
         shape = (num_samples, *self.logits.shape)
         return {"u": _uniform(shape, generator, self.logits), "v": _uniform(shape, generator, self.logits)}
+
+
+class Bernoulli(_Discrete):
+    """Independent Bernoulli variables with theta = sigmoid(logits); b has the logits' shape."""
 
     def relaxed(self, noise: Noise) -> torch.Tensor:
         return relaxed_bernoulli(self.logits, noise["u"])
@@ -78,15 +82,8 @@ class Bernoulli:
         return per_variable.reshape(b.shape[0], -1).sum(-1)
 
 
-class Categorical:
+class Categorical(_Discrete):
     """Independent categorical variables over the last axis of ``logits``; b is one-hot."""
-
-    def __init__(self, logits: torch.Tensor):
-        self.logits = logits
-
-    def noise(self, num_samples: int, generator: torch.Generator | None = None) -> Noise:
-        shape = (num_samples, *self.logits.shape)
-        return {"u": _uniform(shape, generator, self.logits), "v": _uniform(shape, generator, self.logits)}
 
     def relaxed(self, noise: Noise) -> torch.Tensor:
         return relaxed_categorical(self.logits, noise["u"])
