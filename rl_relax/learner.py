@@ -158,10 +158,6 @@ class A2CLearner:
         self.estimator_metrics = {}
         if self.estimator.trains_control_variate:
             g = self._train_control_variate(surrogate, batch, prep, rest)
-            if self.ent_coef == 0.0:  # the net part of -g is already in the buffer
-                policy_grad[self.num_net_params_flat :].sub_(g[self.num_net_params_flat :])
-            else:
-                policy_grad.sub_(g)
         elif self.ent_coef == 0.0:
             # Fast path: one backward pass; the policy part of the gradient is exactly -g_hat.
             (rest - surrogate).backward()
@@ -203,8 +199,9 @@ class A2CLearner:
         network (forward mode) and one backward pass through h give the exact gradient of the
         ``variance`` objective. ``dist_params`` uses sum_t ||h_t||^2 instead.
 
-        If ``rest`` (value and entropy terms) is given, its backward pass shares the one through
-        the policy network and its gradient lands in the flat gradient buffer.
+        If ``rest`` (value and entropy terms) is given, the flat gradient buffer ends up holding
+        grad(rest) - g_hat, the gradient of the learner's loss; without an entropy term one backward
+        pass through the policy network serves both.
 
         Returns (phi gradients, g_hat flattened, the objective's value).
         """
@@ -212,7 +209,8 @@ class A2CLearner:
         direct = self.policy.direct_parameters()
         h_p, *h_direct = torch.autograd.grad(surrogate, [batch.dist_params, *direct], create_graph=True)
         net_params = self.policy_params[: self.num_net_params]
-        if rest is not None and self.ent_coef == 0.0:
+        one_pass = rest is not None and self.ent_coef == 0.0
+        if one_pass:
             # One backward pass gives both -J^T h (policy) and the value gradient.
             torch.autograd.backward([batch.dist_params, rest], [-h_p.detach(), None], retain_graph=True)
             g_net = -self.flat.grad[: self.num_net_params_flat]
@@ -221,6 +219,9 @@ class A2CLearner:
                 rest.backward(retain_graph=True)
             g_net = _flatten(torch.autograd.grad(batch.dist_params, net_params, h_p.detach(), retain_graph=True))
         g = torch.cat([g_net, *(h.detach().reshape(-1) for h in h_direct)])
+        if rest is not None:  # the one-pass backward already put -g_net into the buffer
+            start = self.num_net_params_flat if one_pass else 0
+            self.flat.grad[start : self.num_policy_params].sub_(g[start:])
         if estimator.cv_objective == "variance":
             tangents = _unflatten(g_net, net_params)
             directions = [2.0 * self.policy.net.jvp(batch.obs, tangents)]

@@ -59,22 +59,6 @@ class RolloutBuffer:
         return self._tensor(self.obs_np)
 
     @property
-    def rewards(self) -> torch.Tensor:
-        return self._tensor(self.rewards_np)
-
-    @property
-    def terminated(self) -> torch.Tensor:
-        return self._tensor(self.terminated_np)
-
-    @property
-    def truncated(self) -> torch.Tensor:
-        return self._tensor(self.truncated_np)
-
-    @property
-    def valid(self) -> torch.Tensor:
-        return self._tensor(self.valid_np)
-
-    @property
     def actions(self) -> torch.Tensor:
         return self._tensor(self.actions_np)
 

@@ -249,4 +249,4 @@ def test_committed_toy_results_reproduce_the_papers_finding():
     for r in rows:
         last[r["estimator"]] = float(r["theta"])
     assert last["RELAX"] < 0.1
-    assert min(last["REINFORCE"], last["REBAR"]) > max(0.25, 5 * last["RELAX"])
+    assert min(last["REINFORCE"], last["REBAR"]) > max(0.3, 5 * last["RELAX"])

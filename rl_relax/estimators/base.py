@@ -8,7 +8,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Distribution
 
 from rl_relax.networks import Policy
 
@@ -34,11 +33,6 @@ class EstimatorBatch:
     def masked_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of a per-transition quantity over the valid transitions."""
         return torch.dot(x, self.weights)
-
-    @property
-    def distribution(self) -> Distribution:
-        """pi(.|s_t) as a ``torch.distributions`` object (built on demand; it is not free)."""
-        return self.policy.distribution(self.dist_params)
 
 
 class Estimator(nn.Module):
