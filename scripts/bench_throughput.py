@@ -8,6 +8,8 @@ gradient step) on the CPU with one torch thread:
 - stable-baselines3's A2C with its defaults (the same 8 x 5 rollout, RMSprop, 64-64 tanh nets);
 - the raw vectorised env with random actions and no learning (the ceiling).
 
+Each run also reports its process's peak resident memory.
+
 Runs alternate between implementations in fresh subprocesses, so machine noise hits all alike; the
 tables report medians and ratios. Output: ``results/throughput.{md,csv}``.
 
@@ -43,8 +45,7 @@ with initialize_config_module("rl_relax.configs", version_base="1.3"):
     cfg = compose("train", overrides=["env=%(option)s", "estimator=%(estimator)s", "seed=%(seed)d",
         "env.num_envs=8", "learner.num_steps=5", "total_timesteps=%(steps)d", "logging.progress=never",
         "checkpoint.interval_steps=100000000"])
-summary = Trainer(cfg, sys.argv[1]).run()
-print(json.dumps({"fps": summary["fps"]}))
+fps = Trainer(cfg, sys.argv[1]).run()["fps"]
 """
 
 SB3 = """
@@ -56,7 +57,7 @@ env = make_vec_env("%(env_id)s", n_envs=8, seed=%(seed)d)
 model = A2C("MlpPolicy", env, n_steps=5, device="cpu", seed=%(seed)d)
 t = time.perf_counter()
 model.learn(total_timesteps=%(steps)d)
-print(json.dumps({"fps": model.num_timesteps / (time.perf_counter() - t)}))
+fps = model.num_timesteps / (time.perf_counter() - t)
 """
 
 RAW = """
@@ -69,7 +70,13 @@ n = %(steps)d // 8
 t = time.perf_counter()
 for i in range(n):
     envs.step(actions[i %% 1000])
-print(json.dumps({"fps": n * 8 / (time.perf_counter() - t)}))
+fps = n * 8 / (time.perf_counter() - t)
+"""
+
+# Appended to each snippet: its throughput and the process's peak resident memory (Linux: ru_maxrss in KiB).
+REPORT = """
+import resource
+print(json.dumps({"fps": fps, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 # env option, gymnasium id, env steps per run, the control-variate estimator for this action space
@@ -90,14 +97,15 @@ def cases(scale: float) -> list[dict]:
     return out
 
 
-def run_one(case: dict, seed: int) -> float:
+def run_one(case: dict, seed: int) -> dict:
+    """One fresh process: {"fps": env-steps/s, "peak_rss_mib": peak resident memory}."""
     with tempfile.TemporaryDirectory() as run_dir:
-        code = case["code"] % {**case, "seed": seed}
+        code = case["code"] % {**case, "seed": seed} + REPORT
         proc = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, check=False,
                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed ({case['impl']} {case['option']}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["fps"]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -109,23 +117,25 @@ def main() -> None:
 
     todo = cases(args.scale)
     for case in todo:
-        case["fps"] = []
+        case["fps"], case["rss"] = [], []
     for seed in range(args.runs):
         for case in todo:
-            case["fps"].append(run_one(case, seed))
+            result = run_one(case, seed)
+            case["fps"].append(result["fps"])
+            case["rss"].append(result["peak_rss_mib"])
             print(f"seed {seed} {case['option']:17s} {case['impl']:18s} {case['estimator']:9s} "
-                  f"{case['fps'][-1]:10,.0f} env-steps/s", flush=True)  # fmt: skip
+                  f"{case['fps'][-1]:10,.0f} env-steps/s {case['rss'][-1]:6.0f} MiB", flush=True)  # fmt: skip
     for case in todo:
-        case["median"] = statistics.median(case["fps"])
+        case["median"], case["rss_median"] = statistics.median(case["fps"]), statistics.median(case["rss"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "throughput.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["env", "estimator", "impl", "num_envs", "num_steps", "steps_per_sec_median", "runs",
-                         "all_runs"])  # fmt: skip
+        writer.writerow(["env", "estimator", "impl", "num_envs", "steps_per_sec_median", "runs", "num_steps",
+                         "peak_rss_mib_median", "all_runs"])  # fmt: skip
         for c in todo:
-            writer.writerow([c["env_id"], c["estimator"], c["impl"], 8, 5, round(c["median"]), len(c["fps"]),
-                             " ".join(str(round(v)) for v in c["fps"])])  # fmt: skip
+            writer.writerow([c["env_id"], c["estimator"], c["impl"], 8, round(c["median"]), len(c["fps"]), 5,
+                             round(c["rss_median"]), " ".join(str(round(v)) for v in c["fps"])])  # fmt: skip
 
     lines = [
         "# Training throughput: rl_relax estimators vs stable-baselines3 A2C (8 envs x 5 steps, CPU, 1 thread)",
@@ -133,14 +143,17 @@ def main() -> None:
         f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}`  ",
         f"Date: {dt.date.today().isoformat()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {_versions()}  ",
-        f"Seeds: 0..{args.runs - 1}; implementations alternate in fresh processes; medians of env-steps/s.",
+        f"Seeds: 0..{args.runs - 1}; implementations alternate in fresh processes; medians of env-steps/s.  ",
+        "Peak memory: the process's peak resident set size (ru_maxrss; CPU only, no GPU in this machine), median.",
         "",
-        "| env | impl | estimator | env-steps/s (median) | all runs |",
-        "|---|---|---|---:|---|",
+        "| env | impl | estimator | env-steps/s (median) | peak memory (MiB) | all runs |",
+        "|---|---|---|---:|---:|---|",
     ]
     for c in todo:
         runs = ", ".join(f"{v:,.0f}" for v in c["fps"])
-        lines.append(f"| {c['env_id']} | {c['impl']} | {c['estimator']} | {c['median']:,.0f} | {runs} |")
+        lines.append(
+            f"| {c['env_id']} | {c['impl']} | {c['estimator']} | {c['median']:,.0f} | {c['rss_median']:,.0f} | {runs} |"
+        )
     lines += [
         "",
         "Ratios: of the medians, and (more robust to the machine's drift) the median of the per-seed ratios of",
