@@ -55,10 +55,11 @@ def conditional_gumbel(logits: torch.Tensor, actions: torch.Tensor, v: torch.Ten
     """
     log_theta = torch.log_softmax(logits, dim=-1)
     b = actions.unsqueeze(-1)
-    neg_log_v = -torch.log(v)  # -log v > 0
-    neg_log_vb = neg_log_v.gather(-1, b)  # = exp(-z~_b)
-    others = -torch.log(neg_log_v * torch.exp(-log_theta) + neg_log_vb)
-    top = -torch.log(neg_log_vb)
+    log_neg_log_v = torch.log(-torch.log(v))  # log(-log v)
+    top = -log_neg_log_v.gather(-1, b)  # z~_b = -log(-log v_b)
+    # z~_i = -log(-log(v_i) / theta_i - log v_b), in log space: exp(-log theta_i) overflows (and its
+    # gradient becomes inf/inf = nan) once a near-deterministic policy puts theta_i below ~1e-38.
+    others = -torch.logaddexp(log_neg_log_v - log_theta, -top)
     return others.scatter(-1, b, top)
 
 

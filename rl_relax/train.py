@@ -2,7 +2,8 @@
 
 Hydra composes ``configs/train.yaml`` with the ``env`` and ``estimator`` groups and command-line
 overrides, creates the run directory, and calls :func:`main`. Errors in the user's input print one
-message naming the fix and exit non-zero, without a traceback.
+message naming the fix and exit non-zero, without a traceback. In a multirun the failed job is
+reported to Hydra instead, so the sweep's other jobs still run (the sweep exits non-zero at the end).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rl_relax.errors import RlRelaxError
@@ -50,7 +52,15 @@ def main(cfg: DictConfig) -> float:
         return objective(train(cfg, run_dir), str(cfg.sweep_objective))
     except RlRelaxError as exc:
         log.error("error: %s", exc)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # SystemExit would end the whole sweep (or kill a joblib worker): an exception is recorded
+            # by Hydra as this job's failure, and the remaining jobs run.
+            raise JobFailed(f"{exc} (run directory: {run_dir})") from None
         sys.exit(exc.exit_code)
+
+
+class JobFailed(Exception):
+    """A sweep job that stopped with an RlRelaxError (its message is already in the job's log)."""
 
 
 if __name__ == "__main__":

@@ -58,3 +58,15 @@ def test_samplers_are_differentiable_in_the_logits(sampler):
     out = sampler(*args) if sampler is conditional_gumbel else sampler(args[0], args[2])
     (grad,) = torch.autograd.grad(out.sum(), logits)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_conditional_sampler_stays_finite_for_a_near_deterministic_policy():
+    """theta_i = exp(-150) underflows 1/theta_i in float32; the sample and its gradient must not."""
+    logits = torch.tensor([[150.0, 0.0], [0.0, 150.0]], requires_grad=True)
+    v = torch.tensor([[0.3, 0.6], [0.5, 0.2]])
+    z_tilde = conditional_gumbel(logits, torch.tensor([0, 1]), v)
+    assert torch.isfinite(z_tilde).all() and (z_tilde.argmax(-1) == torch.tensor([0, 1])).all()
+    # z~_i = -log(-log(v_i) / theta_i - log v_b) ~= log theta_i - log(-log v_i) when theta_i is tiny
+    assert z_tilde[0, 1].item() == pytest.approx(-150.0 - torch.log(-torch.log(v[0, 1])).item(), abs=1e-3)
+    (grad,) = torch.autograd.grad(torch.softmax(z_tilde, -1)[:, 0].sum() + z_tilde.sum(), logits)
+    assert torch.isfinite(grad).all()

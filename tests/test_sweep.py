@@ -38,10 +38,12 @@ def test_local_launcher_runs_two_jobs_and_summarize_lists_both(tmp_path):
     assert (sweep / "returns.png").stat().st_size > 1000 and (sweep / "log_variance.png").stat().st_size > 1000
 
 
-def test_summarize_reports_a_failed_job(tmp_path):
+def test_a_failed_job_does_not_stop_the_sweep_and_summarize_reports_it(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = train_cli("-m", "learner.gamma=0.99,1.5", "total_timesteps=400", f"hydra.sweep.dir={sweep}")
-    assert proc.returncode != 0  # the sweep itself reports the bad job
+    proc = train_cli("-m", "learner.gamma=1.5,0.99", "total_timesteps=400", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0  # the sweep itself reports the bad job...
+    assert "learner.gamma=1.5 must be in (0, 1]" in proc.stderr and len(proc.stderr.splitlines()) < 12
+    assert (sweep / "learner.gamma=0.99,total_timesteps=400" / "summary.json").is_file()  # ...after the next one ran
     text = summarize(sweep, plots=False)
     assert "| CartPole-v1 | baseline | 0 | 0/1 |" in text
     assert "failed:" in text and "learner.gamma=1.5" in text
