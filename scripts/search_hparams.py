@@ -17,8 +17,9 @@ Procedure (the same for every estimator, so that baseline gets the same budget a
   (a run that never solves counts as the episodes it used, so it never looks better than one that does).
 
 Writes ``results/search/<env>_<estimator>.{md,csv}`` (every configuration, ranked, with the command,
-date, machine and seeds) and prints the overrides to copy into ``configs/experiment/<env>_<estimator>.yaml``;
-``tests/test_experiments.py`` checks that the committed experiment configs match the committed selection.
+date, machine and seeds) and the selected values as ``configs/experiment/<env>_<estimator>.yaml``
+(the protocol plus the selection); ``tests/test_experiments.py`` checks that the committed experiment
+configs match the committed selection.
 """
 
 from __future__ import annotations
@@ -159,6 +160,28 @@ def write(env: str, estimator: str, rows: list[dict], command: str, out: Path) -
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
+def write_experiment(env: str, estimator: str, best: dict, path: Path) -> None:
+    """configs/experiment/<env>_<estimator>.yaml: the paper protocol plus the selected values."""
+    nested: dict[str, dict[str, float]] = {}
+    for key in GRIDS[(env, estimator)]:
+        group, name = key.split(".", 1)
+        nested.setdefault(group, {})[name] = float(best[key])
+    body = "\n".join(
+        f"{group}:\n" + "\n".join(f"  {name}: {value!r}" for name, value in values.items())
+        for group, values in nested.items()
+    )
+    path.write_text(
+        "# @package _global_\n"
+        f"# {estimator} under the paper's {env} protocol (experiment=paper_{env}) with the values that\n"
+        f"# scripts/search_hparams.py selected (results/search/{env}_{estimator}.md). Written by that script.\n"
+        f"#   python -m rl_relax.train experiment={env}_{estimator} seed=0\n"
+        "defaults:\n"
+        f"  - paper_{env}\n"
+        f"  - override /estimator: {estimator}\n"
+        f"{body}\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", required=True, choices=sorted({e for e, _ in GRIDS}))
@@ -178,6 +201,9 @@ def main() -> None:
     command = f"python scripts/search_hparams.py --env {args.env} --estimator {args.estimator}"
     write(args.env, args.estimator, rows, command, args.out)
     best = rows[0]
+    write_experiment(
+        args.env, args.estimator, best, ROOT / "configs" / "experiment" / f"{args.env}_{args.estimator}.yaml"
+    )
     print("selected:", " ".join(f"{k}={best[k]}" for k in GRIDS[(args.env, args.estimator)]))
 
 
