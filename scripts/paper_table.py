@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from omegaconf import OmegaConf  # noqa: E402
+
 from rl_relax.summarize import Run, find_runs, read_scalars  # noqa: E402
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -47,6 +49,10 @@ PAPER = {
     ("InvertedPendulum", "lax"): (2067, 412),
 }
 ROWS = [f"{env}_{estimator}" for env, estimator in PAPER]
+# Supplementary rows: baseline with the control-variate estimator's selected learner settings, so that
+# the estimator is the only difference (the selected baselines use their own, searched, settings).
+MATCHED = {"CartPole": "relax", "LunarLander": "relax", "InvertedPendulum": "lax"}
+MATCHED_ROWS = [f"{env}_baseline_matched" for env in MATCHED]
 # Extra overrides per env for the reported runs. LunarLander: a seed that never solves would run the
 # paper's full 5M steps (~20 min for relax on this machine); 2M keeps the table to one session.
 ROW_OVERRIDES = {"LunarLander": ["total_timesteps=2000000"]}
@@ -64,11 +70,21 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def row_overrides(row: str) -> list[str]:
+    """The Hydra overrides of a table row: its experiment config, or the matched-baseline construction."""
+    env = row.split("_", 1)[0]
+    if row not in MATCHED_ROWS:
+        return [f"experiment={row}", *ROW_OVERRIDES.get(env, [])]
+    selected = OmegaConf.load(ROOT / "configs" / "experiment" / f"{env}_{MATCHED[env]}.yaml")
+    learner = [f"learner.{key}={value}" for key, value in selected.get("learner", {}).items()]
+    return [f"experiment=paper_{env}", "estimator=baseline", *learner, *ROW_OVERRIDES.get(env, [])]
+
+
 def train(row: str, runs_dir: Path, jobs: int) -> None:
     command = [
         sys.executable, "-m", "rl_relax.train", "-m", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-        f"experiment={row}", f"seed={','.join(map(str, SEEDS))}", "logging.progress=never",
-        *ROW_OVERRIDES.get(row.rsplit("_", 1)[0], []), f"hydra.sweep.dir={runs_dir / row}",
+        *row_overrides(row), f"seed={','.join(map(str, SEEDS))}", "logging.progress=never",
+        f"hydra.sweep.dir={runs_dir / row}",
     ]  # fmt: skip
     # A job that fails (e.g. diverges) does not stop the sweep; Hydra reports it at the end, and the
     # run's summary.json says what happened, so it is counted, not dropped.
@@ -82,7 +98,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def row_stats(env: str, estimator: str, runs: list[Run]) -> dict:
+def row_stats(env: str, estimator: str, runs: list[Run], protocol: str | None = None) -> dict:
     solved = [r.summary for r in runs if r.summary.get("episodes_to_solve") is not None]
     log_var, ratios = [], []
     for r in runs:
@@ -96,7 +112,7 @@ def row_stats(env: str, estimator: str, runs: list[Run]) -> dict:
     return {
         "env": env,
         "estimator": estimator,
-        "protocol": PROTOCOL[env],
+        "protocol": protocol or PROTOCOL[env],
         "seeds": " ".join(str(r.seed) for r in runs),
         "episodes_to_solve_mean": ep_mean,
         "episodes_to_solve_std": ep_std,
@@ -116,7 +132,12 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def write_table(rows: list[dict], out: Path, command: str) -> None:
+def _fmt_pm(mean: float | None, std: float | None, digits: int = 0) -> str:
+    return "-" if mean is None else f"{_fmt(mean, digits)} ± {_fmt(std, digits)}"
+
+
+def write_table(rows: list[dict], settings: list[str], out: Path, command: str) -> None:
+    """``settings[i]`` says whose hyperparameters row i used (for the Markdown table)."""
     with open(out / "paper_table.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
@@ -136,17 +157,17 @@ def write_table(rows: list[dict], out: Path, command: str) -> None:
         "batches, per-parameter variance, log, mean over parameters) and of its ratio to the baseline "
         "estimator's variance at the same policy, before the task is solved.",
         "",
-        "| env | estimator | solved | episodes to solve | paper | steps to solve | final return | "
+        "| env | estimator | settings | solved | episodes to solve | paper | steps to solve | final return | "
         "log-var (sampled) | var ratio vs baseline |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r, setting in zip(rows, settings, strict=True):
         lines.append(
-            f"| {r['env']} | {r['estimator']} | {r['solved_seeds']} | "
-            f"{_fmt(r['episodes_to_solve_mean'])} ± {_fmt(r['episodes_to_solve_std'])} | "
-            f"{r['paper_episodes_to_solve_mean']:,} ± {r['paper_episodes_to_solve_std']:,} | "
-            f"{_fmt(r['steps_to_solve_mean'])} ± {_fmt(r['steps_to_solve_std'])} | "
-            f"{_fmt(r['final_return_mean'], 1)} ± {_fmt(r['final_return_std'], 1)} | "
+            f"| {r['env']} | {r['estimator']} | {setting} | {r['solved_seeds']} | "
+            f"{_fmt_pm(r['episodes_to_solve_mean'], r['episodes_to_solve_std'])} | "
+            f"{_fmt_pm(r['paper_episodes_to_solve_mean'], r['paper_episodes_to_solve_std'])} | "
+            f"{_fmt_pm(r['steps_to_solve_mean'], r['steps_to_solve_std'])} | "
+            f"{_fmt_pm(r['final_return_mean'], r['final_return_std'], 1)} | "
             f"{_fmt(r['log_variance_sampled_median'], 2)} | "
             f"{_fmt(r['variance_ratio_to_baseline_median_before_solved'], 3)} |"
         )
@@ -182,6 +203,10 @@ def plot_env(env: str, runs_by_estimator: dict[str, list[Run]], path: Path) -> N
         (axes[1], "rollout/ep_rew_mean", "steps", "mean return (last 100 episodes)", "iqr"),
         (axes[2], "grad/log_variance_sampled", "steps", "gradient log-variance (sampled)", "std"),
     ]
+    # A run that collapses to a failing policy racks up 10x more (short) episodes than the rest: the
+    # episodes axis shows the range of the typical run.
+    finals = [r.scalars["rollout/episodes"][-1][1] for runs in runs_by_estimator.values() for r in runs]
+    episodes_shown = float(np.median(finals))
     for ax, tag, xkind, ylabel, spread in panels:
         for estimator, runs in runs_by_estimator.items():
             curves = []
@@ -196,10 +221,13 @@ def plot_env(env: str, runs_by_estimator: dict[str, list[Run]], path: Path) -> N
                 curves.append((steps, values))
             if not curves:
                 continue
-            grid = np.linspace(0, max(c[0][-1] for c in curves), 300)
+            x_max = episodes_shown if xkind == "episodes" else max(c[0][-1] for c in curves)
+            grid = np.linspace(0, x_max, 300)
             mean, low, high = _band(curves, grid, spread)
             (line,) = ax.plot(grid, mean, label=f"{estimator} ({len(curves)} seeds)")
             ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
+        if xkind == "episodes":
+            ax.set_xlim(0, episodes_shown)
         ax.set_xlabel("episodes" if xkind == "episodes" else "environment steps")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -214,7 +242,8 @@ def plot_env(env: str, runs_by_estimator: dict[str, list[Run]], path: Path) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="which experiments to train")
+    parser.add_argument("--rows", nargs="+", default=ROWS + MATCHED_ROWS, choices=ROWS + MATCHED_ROWS,
+                        help="which rows to train")  # fmt: skip
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "paper")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
@@ -224,19 +253,26 @@ def main() -> None:
     if not args.tabulate_only:
         for row in args.rows:
             train(row, args.runs_dir, args.jobs)
-    rows, by_env = [], {}
-    for env, estimator in PAPER:
-        sweep = args.runs_dir / f"{env}_{estimator}"
-        runs = sorted((r for r in find_runs(sweep) if r.summary), key=lambda r: r.seed) if sweep.is_dir() else []
+    rows, settings, by_env = [], [], {}
+    for row in sorted(ROWS + MATCHED_ROWS, key=lambda name: (name.split("_")[0], name)):
+        env, estimator = row.split("_")[:2]
+        matched = row in MATCHED_ROWS
+        sweep = args.runs_dir / row
+        # Finished (or diverged) runs only: a table made while runs are going must not count a checkpoint's
+        # interim summary as the run's result.
+        done = ("finished", "diverged")
+        runs = sorted((r for r in find_runs(sweep) if r.status in done), key=lambda r: r.seed) if sweep.is_dir() else []
         if not runs:
-            print(f"no finished runs for {env}_{estimator} in {sweep}; skipped", file=sys.stderr)
+            print(f"no finished runs for {row} in {sweep}; skipped", file=sys.stderr)
             continue
         for r in runs:
             r.scalars = read_scalars(r.path, TAGS)
-        rows.append(row_stats(env, estimator, runs))
-        by_env.setdefault(env, {})[estimator] = runs
+        label = f"{PROTOCOL[env]}; {MATCHED[env]}'s selected learner settings" if matched else None
+        rows.append(row_stats(env, estimator, runs, label))
+        settings.append(f"{MATCHED[env]}'s" if matched else "own search")
+        by_env.setdefault(env, {})[f"{estimator} ({MATCHED[env]}'s settings)" if matched else estimator] = runs
     (args.out / "paper").mkdir(parents=True, exist_ok=True)
-    write_table(rows, args.out, "python scripts/paper_table.py")
+    write_table(rows, settings, args.out, "python scripts/paper_table.py")
     for env, runs_by_estimator in by_env.items():
         plot_env(env, runs_by_estimator, args.out / "paper" / f"{env}.png")
     print((args.out / "paper_table.md").read_text())
