@@ -234,7 +234,7 @@ def plot_env(env: str, runs_by_estimator: dict[str, list[Run]], path: Path) -> N
         ax.legend()
     axes[0].set_title(f"{env}: return vs episodes (band: 25-75%)")
     axes[1].set_title(f"{env}: return vs steps (band: 25-75%)")
-    axes[2].set_title(f"{env}: gradient log-variance (band: ±1 std)")
+    axes[2].set_title(f"{env}: grad log-variance (band: ±1 std)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
