@@ -3,10 +3,20 @@
     loss = L_pg(theta) - ent_coef * mean_t H(pi(.|s_t)) + vf_coef * mean_t (R_t - V(s_t))^2
 
 L_pg = -S is minus the estimator's surrogate (grad_theta S = g_hat); R_t and A_t = R_t - V_old(s_t)
-come from :func:`rl_relax.returns.gae`. Means run over valid transitions only. The global gradient
-norm is clipped to ``max_grad_norm``, then one optimizer step updates policy and value together (as
-in stable-baselines3's A2C). Estimators with a learned control variate first train it on the
-variance objective (their own optimizer), with g_hat computed before phi moves.
+come from :func:`rl_relax.returns.gae`. Means run over valid transitions only (weights
+w_t = valid_t / num_valid). The global gradient norm is clipped to ``max_grad_norm``, then one
+optimizer step updates policy and value together (as in stable-baselines3's A2C). Estimators with
+a learned control variate first train it on the variance objective (their own optimizer), with
+g_hat computed before phi moves.
+
+The value term enters backpropagation through its gradient with respect to the value outputs,
+
+    d/dV(s_t) [vf_coef * sum_t w_t (R_t - V(s_t))^2] = -(vf_coef * w_t) * (2 (R_t - V(s_t))),
+
+computed on the host from the V(s_t) copied there for the advantages anyway: on CartPole-sized
+batches the autograd nodes of a squared error cost more than the value network's own backward
+pass. The products are taken in autograd's order, so the gradients are bit-identical to
+backpropagating the squared error (a test checks it).
 
 g_hat itself (policy parameters only, entropy and value terms excluded, before clipping) feeds
 :class:`~rl_relax.variance.OnlineGradientVariance`, identically for every estimator.
@@ -44,9 +54,22 @@ class UpdateStats:
 @dataclass
 class _Prepared:
     make_batch: Callable[[], EstimatorBatch]
-    values: torch.Tensor  # (B,) V(s_t) with grad
-    returns: torch.Tensor  # (B,) TD(lambda) targets
-    weights: torch.Tensor  # (B,) valid / num_valid
+    values: torch.Tensor  # ((T + 1) N,) V on every observation of the rollout, with grad
+    value_grad: torch.Tensor  # ((T + 1) N,) d(vf_coef * value loss)/d values (0 on the bootstrap row)
+    value_loss: float  # sum_t w_t (R_t - V(s_t))^2
+    returns: np.ndarray  # (B,) TD(lambda) targets
+    values_old: np.ndarray  # (B,) V(s_t), no grad
+    weights: np.ndarray  # (B,) valid / num_valid
+
+
+# A loss term for backpropagation: an output and the gradient flowing into it (None: a scalar loss, 1).
+_Term = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _backward(terms: list[_Term], retain_graph: bool = False) -> None:
+    """Accumulate sum_k J_k^T v_k into the parameters' gradients for (output_k, v_k) pairs (v_k None: 1)."""
+    outputs, grads = zip(*terms, strict=True)
+    torch.autograd.backward(list(outputs), list(grads), retain_graph=retain_graph)
 
 
 def _flatten(tensors) -> torch.Tensor:
@@ -81,7 +104,8 @@ class A2CLearner:
         self.optimizer = make_optimizer([self.flat.data], learner_cfg)
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
-        self._last: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._minus_one = torch.tensor(-1.0, device=self.flat.data.device)
         #: Scalars the estimator reported from its last control-variate update (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
@@ -100,10 +124,10 @@ class A2CLearner:
             group["lr"] = lr
 
     def _prepare(self, buf: RolloutBuffer) -> _Prepared:
-        """Advantages, returns and a batch factory for one rollout (V evaluated with grad)."""
+        """Advantages, returns, the value term and a batch factory for one rollout (V evaluated with grad)."""
         num_steps, num_envs = buf.num_steps, buf.num_envs
         obs_all = buf.obs.reshape((num_steps + 1) * num_envs, -1)
-        # V on all T + 1 observations at once; the detached copy gives the advantages and bootstrap.
+        # V on all T + 1 observations at once; the host copy gives the advantages and bootstrap.
         values_all = self.value(obs_all)
         values_old = values_all.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
@@ -112,10 +136,17 @@ class A2CLearner:
         )  # fmt: skip
         batch_size = num_steps * num_envs
         device = values_all.device
-        advantages = torch.from_numpy(advantages.reshape(batch_size)).to(device)
-        returns = torch.from_numpy(returns.reshape(batch_size)).to(device)
         valid_np = buf.valid_np.reshape(batch_size)
-        weights = torch.from_numpy(valid_np * np.float32(1.0 / max(valid_np.sum(), 1))).to(device)
+        weights_np = valid_np * np.float32(1.0 / max(valid_np.sum(), 1))
+        returns_np = returns.reshape(batch_size)
+        values_np = values_old[:-1].reshape(batch_size)
+        error = returns_np - values_np
+        value_grad = np.zeros((num_steps + 1) * num_envs, dtype=np.float32)
+        np.multiply(-(np.float32(self.vf_coef) * weights_np), np.float32(2.0) * error, out=value_grad[:batch_size])
+        value_loss = float(np.dot(error * error, weights_np))
+
+        weights = torch.from_numpy(weights_np).to(device)
+        advantages = torch.from_numpy(advantages.reshape(batch_size)).to(device)
         if self.normalize_advantage:
             mean = (advantages * weights).sum()
             std = ((advantages - mean).square() * weights).sum().sqrt()
@@ -132,7 +163,8 @@ class A2CLearner:
                 noise=noise, policy=self.policy,
             )  # fmt: skip
 
-        return _Prepared(make_batch, values_all[:batch_size], returns, weights)
+        value_grad_t = torch.from_numpy(value_grad).to(device)
+        return _Prepared(make_batch, values_all, value_grad_t, value_loss, returns_np, values_np, weights_np)
 
     def update(self, buf: RolloutBuffer, global_step: int, diagnostics: bool = False) -> UpdateStats:
         """One A2C update from ``buf``.
@@ -143,12 +175,13 @@ class A2CLearner:
         prep = self._prepare(buf)
         batch = prep.make_batch()
         surrogate = self.estimator.surrogate(batch)
-        value_loss = batch.masked_mean((prep.returns - prep.values).square())
-        rest = self.vf_coef * value_loss  # everything but the policy-gradient estimate
+        # Everything but the policy-gradient estimate: the value term (as outputs and their incoming
+        # gradient, see the module docstring) and the entropy bonus.
+        rest: list[_Term] = [(prep.values, prep.value_grad)]
         entropy = None
         if self.ent_coef != 0.0:
             entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
-            rest = rest - self.ent_coef * entropy
+            rest.append((entropy, torch.tensor(-self.ent_coef, device=entropy.device)))
         elif diagnostics:  # without an entropy bonus the entropy is only logged: keep it out of the graph
             with torch.no_grad():
                 entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
@@ -160,10 +193,10 @@ class A2CLearner:
             g = self._train_control_variate(surrogate, batch, prep, rest)
         elif self.ent_coef == 0.0:
             # Fast path: one backward pass; the policy part of the gradient is exactly -g_hat.
-            (rest - surrogate).backward()
+            _backward([(surrogate, self._minus_one), *rest])
             g = -policy_grad
         else:
-            rest.backward(retain_graph=True)
+            _backward(rest, retain_graph=True)
             g = _flatten(torch.autograd.grad(surrogate, self.policy_params))
             policy_grad.sub_(g)
         self.grad_variance.update(g)
@@ -173,19 +206,19 @@ class A2CLearner:
         if not math.isfinite(grad_norm):
             raise TrainingDivergedError(
                 f"the loss became non-finite at environment step {global_step} (policy surrogate "
-                f"{surrogate.item():.4g}, value loss {value_loss.item():.4g}). "
+                f"{surrogate.item():.4g}, value loss {prep.value_loss:.4g}). "
                 "Training stopped; the last good checkpoint is kept. "
                 "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
             )
         self.optimizer.step()
         if diagnostics:
-            self._last = (prep.returns, prep.values.detach(), prep.weights)
+            self._last = (prep.returns, prep.values_old, prep.weights)
         return UpdateStats(
-            -surrogate.item(), value_loss.item(), grad_norm, pg_norm, None if entropy is None else entropy.item()
+            -surrogate.item(), prep.value_loss, grad_norm, pg_norm, None if entropy is None else entropy.item()
         )
 
     def control_variate_gradient(
-        self, surrogate: torch.Tensor, batch: EstimatorBatch, rest: torch.Tensor | None = None
+        self, surrogate: torch.Tensor, batch: EstimatorBatch, rest: list[_Term] | None = None
     ) -> tuple[list[torch.Tensor | None], torch.Tensor, float]:
         """The variance objective's gradient for phi, plus g_hat, without double backprop through theta.
 
@@ -199,9 +232,9 @@ class A2CLearner:
         network (forward mode) and one backward pass through h give the exact gradient of the
         ``variance`` objective. ``dist_params`` uses sum_t ||h_t||^2 instead.
 
-        If ``rest`` (value and entropy terms) is given, the flat gradient buffer ends up holding
-        grad(rest) - g_hat, the gradient of the learner's loss; without an entropy term one backward
-        pass through the policy network serves both.
+        If ``rest`` (value and entropy terms, as (output, incoming gradient) pairs) is given, the flat
+        gradient buffer ends up holding grad(rest) - g_hat, the gradient of the learner's loss;
+        without an entropy term one backward pass through the policy network serves both.
 
         Returns (phi gradients, g_hat flattened, the objective's value).
         """
@@ -212,11 +245,11 @@ class A2CLearner:
         one_pass = rest is not None and self.ent_coef == 0.0
         if one_pass:
             # One backward pass gives both -J^T h (policy) and the value gradient.
-            torch.autograd.backward([batch.dist_params, rest], [-h_p.detach(), None], retain_graph=True)
+            _backward([(batch.dist_params, -h_p.detach()), *rest], retain_graph=True)
             g_net = -self.flat.grad[: self.num_net_params_flat]
         else:
             if rest is not None:
-                rest.backward(retain_graph=True)
+                _backward(rest, retain_graph=True)
             g_net = _flatten(torch.autograd.grad(batch.dist_params, net_params, h_p.detach(), retain_graph=True))
         g = torch.cat([g_net, *(h.detach().reshape(-1) for h in h_direct)])
         if rest is not None:  # the one-pass backward already put -g_net into the buffer
@@ -235,7 +268,7 @@ class A2CLearner:
         return list(phi_grads), g, value
 
     def _train_control_variate(
-        self, surrogate: torch.Tensor, batch: EstimatorBatch, prep: _Prepared, rest: torch.Tensor
+        self, surrogate: torch.Tensor, batch: EstimatorBatch, prep: _Prepared, rest: list[_Term]
     ) -> torch.Tensor:
         """phi's ``cv_steps`` steps on the variance objective; returns g_hat for the policy step.
 
@@ -269,11 +302,11 @@ class A2CLearner:
             return math.nan
         returns, values, weights = self._last
         mask = weights > 0
-        r, v = returns[mask], values[mask]
-        if r.numel() < 2:
+        r, v = returns[mask].astype(np.float64), values[mask].astype(np.float64)
+        if r.size < 2:
             return math.nan
         var_r = r.var()
-        return math.nan if var_r.item() == 0 else (1.0 - (r - v).var() / var_r).item()
+        return math.nan if var_r == 0 else float(1.0 - (r - v).var() / var_r)
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "grad_variance": self.grad_variance.state_dict()}

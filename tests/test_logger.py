@@ -1,9 +1,25 @@
-"""The progress display: live on a terminal, periodic log lines otherwise, silent when asked."""
+"""TensorBoard scalars as TensorBoard reads them; the progress display: live on a terminal, periodic
+log lines otherwise, silent when asked."""
 
 import io
 import logging
 
-from rl_relax.logger import Progress
+import pytest
+
+from rl_relax.logger import Progress, TensorBoardLogger
+from tests.conftest import read_scalars
+
+
+def test_scalars_read_back_per_tag_and_step(tmp_path):
+    tb = TensorBoardLogger(tmp_path)
+    tb.scalars({"train/value_loss": 0.25, "rollout/ep_rew_mean": 21.5, "time/fps": 1e4}, step=40)
+    tb.scalars({"train/value_loss": 0.125, "rollout/ep_rew_mean": 30.0}, step=80)
+    tb.close()
+    scalars = read_scalars(tmp_path)
+    assert scalars.keys() == {"train/value_loss", "rollout/ep_rew_mean", "time/fps"}
+    assert scalars["train/value_loss"] == [(40, 0.25), (80, 0.125)]
+    assert scalars["rollout/ep_rew_mean"] == [(40, 21.5), (80, 30.0)]
+    assert scalars["time/fps"] == [(40, pytest.approx(1e4))]
 
 
 class FakeTerminal(io.StringIO):

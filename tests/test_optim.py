@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from rl_relax.optim import FlatParameters, RMSpropTFLike
@@ -41,3 +42,18 @@ def test_flat_parameters_share_storage_and_clip_like_torch():
     torch.testing.assert_close(net_a.weight, before - net_a.weight.grad)
     flat.zero_grad()
     assert all((p.grad == 0).all() for p in net_a.parameters())
+
+
+def test_rmsprop_tf_like_steps_without_torchs_hook_wrapper():
+    """The hot-path optimizer skips torch's per-step profiler/hook wrapper, so hooks are refused loudly."""
+    p = torch.zeros(2)
+    p.grad = torch.ones(2)
+    opt = RMSpropTFLike([p])
+    assert not hasattr(RMSpropTFLike.step.__wrapped__, "__wrapped__")  # only torch.no_grad around the body
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert not any(e.name.startswith("Optimizer.step#") for e in prof.events())
+    with pytest.raises(NotImplementedError, match="without step hooks"):
+        opt.register_step_pre_hook(lambda *args: None)
+    with pytest.raises(NotImplementedError, match="without step hooks"):
+        opt.register_step_post_hook(lambda *args: None)
