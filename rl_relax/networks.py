@@ -38,8 +38,8 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "elu": F.elu,
     "gelu": F.gelu,
 }
-NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "tanh": np.tanh,
+NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {  # may overwrite their argument
+    "tanh": lambda x: np.tanh(x, out=x),
     "relu": lambda x: np.maximum(x, 0.0, out=x),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
 }
@@ -78,6 +78,7 @@ class MLP(nn.Module):
         self.activation = ACTIVATIONS[activation]
         self._np_activation = NUMPY_ACTIVATIONS.get(activation)
         self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._np_buffers: dict[int, list[np.ndarray]] = {}  # batch size -> hidden activations
         self._np_ptr = -1
         if ortho_init:
             for i, layer in enumerate(self.layers):
@@ -136,8 +137,14 @@ class MLP(nn.Module):
         if self._np_params is None:
             return None
         *hidden, (w_out, b_out) = self._np_params
-        for w, b in hidden:
-            x = self._np_activation(x @ w + b)
+        buffers = self._np_buffers.get(x.shape[0])
+        if buffers is None:  # hidden activations are written in place: no allocations per step
+            buffers = [np.empty((x.shape[0], w.shape[1]), dtype=np.float32) for w, _ in hidden]
+            self._np_buffers[x.shape[0]] = buffers
+        for (w, b), h in zip(hidden, buffers, strict=True):
+            x = np.matmul(x, w, out=h)
+            x += b
+            x = self._np_activation(x)
         return x @ w_out + b_out
 
 
@@ -237,8 +244,11 @@ class CategoricalPolicy(Policy):
     def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
         u = rng.random(params.shape, dtype=np.float32)
         np.maximum(u, _U_EPS, out=u)
-        action = np.argmax(params - np.log(-np.log(u)), axis=-1)
-        return ActOutput(action, {"u": u})
+        scores = np.log(u)  # params + g with g = -log(-log u), computed in place
+        np.negative(scores, out=scores)
+        np.log(scores, out=scores)
+        np.subtract(params, scores, out=scores)
+        return ActOutput(scores.argmax(axis=-1), {"u": u})
 
     def mode(self, params: np.ndarray) -> np.ndarray:
         return np.argmax(params, axis=-1)
