@@ -53,8 +53,11 @@ class MLP(nn.Module):
     """Linear layers with an activation between them and a linear output.
 
     Orthogonal init (gain sqrt(2) on hidden layers, ``out_gain`` on the output, zero biases), as in
-    SB3 and CleanRL. ``forward`` calls the functional ops directly: on the acting path one module
-    call per layer would cost more than the matrix products themselves.
+    SB3 and CleanRL. ``forward`` calls the functional ops directly, reading each layer's weight and
+    bias from that layer's own parameter dict: a module call, or even ``nn.Module`` attribute
+    lookups, per layer would cost more than the matrix products themselves. The dicts are the
+    layers' live ``_parameters`` (which ``load_state_dict``, ``.to`` and ``torch.func.functional_call``
+    update in place), so nothing is cached that could go stale.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class MLP(nn.Module):
             raise ConfigError(f"hidden_sizes {list(hidden_sizes)} must all be positive integers.")
         sizes = [in_dim, *map(int, hidden_sizes), out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
+        self._layer_params = tuple(layer._parameters for layer in self.layers)
         self.activation = ACTIVATIONS[activation]
         self._np_activation = NUMPY_ACTIVATIONS.get(activation)
         self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None
@@ -86,10 +90,10 @@ class MLP(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        *hidden, out = self.layers
-        for layer in hidden:
-            x = self.activation(F.linear(x, layer.weight, layer.bias))
-        return F.linear(x, out.weight, out.bias)
+        *hidden, out = self._layer_params
+        for params in hidden:
+            x = self.activation(F.linear(x, params["weight"], params["bias"]))
+        return F.linear(x, out["weight"], out["bias"])
 
     def jvp(self, x: torch.Tensor, tangents: Sequence[torch.Tensor]) -> torch.Tensor:
         """Forward-mode derivative J t of the output w.r.t. the parameters, in direction ``tangents``.
@@ -127,7 +131,7 @@ class MLP(nn.Module):
         Returns None when that is not possible (parameters off the CPU, not float32, or an
         activation without a NumPy version); callers then use the torch forward pass.
         """
-        weight = self.layers[0].weight
+        weight = self._layer_params[0]["weight"]
         if weight.data_ptr() != self._np_ptr:  # parameters were moved or re-homed: refresh the views
             self._np_ptr = weight.data_ptr()
             ready = self._np_activation is not None and weight.device.type == "cpu" and weight.dtype == torch.float32

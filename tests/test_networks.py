@@ -63,6 +63,23 @@ def test_numpy_forward_matches_torch_forward(activation):
                                atol=1e-6)  # fmt: skip
 
 
+def test_mlp_forward_follows_every_way_parameters_are_replaced():
+    """forward reads the layers' live parameters: after load_state_dict, re-registering a Parameter,
+    moving the data (the learner's flat buffer) and inside torch.func.functional_call."""
+    torch.manual_seed(2)
+    net, other = MLP(3, [8], 2), MLP(3, [8], 2)
+    x = torch.randn(6, 3)
+    net.load_state_dict(other.state_dict())
+    torch.testing.assert_close(net(x), other(x))
+    net.layers[1].weight = torch.nn.Parameter(torch.zeros(2, 8))
+    torch.testing.assert_close(net(x), net.layers[1].bias.expand(6, 2))
+    net.layers[1].bias.data = torch.full((2,), 3.0)
+    torch.testing.assert_close(net(x), torch.full((6, 2), 3.0))
+    zeros = {name: torch.zeros_like(p) for name, p in net.named_parameters()}
+    assert torch.func.functional_call(net, zeros, (x,)).abs().max().item() == 0.0
+    torch.testing.assert_close(net(x), torch.full((6, 2), 3.0))  # restored afterwards
+
+
 def test_gumbel_max_sampling_follows_the_policy(categorical):
     """Empirical action frequencies match softmax(logits) within 4 standard errors per action."""
     obs = np.zeros((1, 3), dtype=np.float32) + 0.3
