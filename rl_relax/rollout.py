@@ -51,7 +51,8 @@ class RolloutBuffer:
         self.noise_np = {k: np.zeros((t, n, *s), dtype=np.float32) for k, s in noise_shapes.items()}
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(array).to(self.device)
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     @property
     def obs(self) -> torch.Tensor:
@@ -102,6 +103,7 @@ class RolloutCollector:
         """Fill the buffer with ``num_steps`` vector steps; return the episodes that ended."""
         buf, n = self.buffer, self.buffer.num_envs
         episodes = EpisodeRecord()
+        step = self.env.envs.step
         for t in range(buf.num_steps):
             # Copy the observation before stepping: vector envs may reuse their arrays.
             buf.obs_np[t] = self._next_obs.reshape(n, -1)
@@ -112,13 +114,11 @@ class RolloutCollector:
             if self.extra_noise is not None:
                 for key, value in self.extra_noise(out.action, self.rng).items():
                     buf.noise_np[key][t] = value
-            np.logical_not(self._reset_pending, out=buf.valid_np[t])
 
-            obs, rewards, terminated, truncated, infos = self.env.envs.step(self.policy.env_action(out.action))
+            obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
             buf.rewards_np[t] = rewards
             buf.terminated_np[t] = terminated
             buf.truncated_np[t] = truncated
-            self._reset_pending = np.logical_or(terminated, truncated)
             self._next_obs = obs
             if "_episode" in infos:
                 ended = infos["_episode"]
@@ -126,4 +126,9 @@ class RolloutCollector:
                     episodes.returns.extend(infos["episode"]["r"][ended].tolist())
                     episodes.lengths.extend(infos["episode"]["l"][ended].tolist())
         buf.obs_np[buf.num_steps] = self._next_obs.reshape(n, -1)
+        # A step is a NEXT_STEP reset transition iff its env's previous step ended an episode.
+        done = np.logical_or(buf.terminated_np, buf.truncated_np)
+        np.logical_not(self._reset_pending, out=buf.valid_np[0])
+        np.logical_not(done[:-1], out=buf.valid_np[1:])
+        self._reset_pending = done[-1]
         return episodes

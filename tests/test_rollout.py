@@ -46,6 +46,24 @@ def test_reset_transition_is_masked_and_final_obs_is_kept():
     assert episodes.returns == [3.0, 3.0] and episodes.lengths == [3, 3]
 
 
+def test_reset_transition_after_a_rollout_boundary_is_masked():
+    """An episode that ends on a rollout's last step makes the next rollout's first step the reset."""
+    env_cfg = OmegaConf.create({"id": "RlRelaxTest/Counter-v0", "num_envs": 2, "make_kwargs": {"max_episode_steps": 3},
+                                "import_module": "tests.toy_envs"})  # fmt: skip
+    handle = make_vector_env(env_cfg)
+    policy = make_policy(POLICY_CFG, handle.envs.single_observation_space, handle.envs.single_action_space)
+    buf = RolloutBuffer(3, 2, 1, policy, {}, policy.net.layers[0].weight.device)
+    collector = RolloutCollector(handle, policy, buf, np.random.default_rng(0))
+    collector.start(seed_vector_env(handle, 0))
+    valid = []
+    for _ in range(3):
+        collector.collect()
+        valid.append(buf.valid_np[:, 0].tolist())
+    handle.close()
+    # Episodes of 3 steps plus one reset step: periods of 4 over rollouts of 3 steps.
+    assert valid == [[True, True, True], [False, True, True], [True, False, True]]
+
+
 def test_truncation_bootstraps_with_value_of_final_observation():
     buf, _ = collect_counter(8, max_episode_steps=3)
     adv = advantages_with_value_equal_to_obs(buf)
