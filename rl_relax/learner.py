@@ -105,7 +105,9 @@ class A2CLearner:
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # Incoming gradients of the surrogate (fast path) and of the mean entropy: d loss / d term.
         self._minus_one = torch.tensor(-1.0, device=self.flat.data.device)
+        self._minus_ent_coef = torch.tensor(-self.ent_coef, device=self.flat.data.device)
         #: Scalars the estimator reported from its last control-variate update (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
@@ -181,7 +183,7 @@ class A2CLearner:
         entropy = None
         if self.ent_coef != 0.0:
             entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
-            rest.append((entropy, torch.tensor(-self.ent_coef, device=entropy.device)))
+            rest.append((entropy, self._minus_ent_coef))
         elif diagnostics:  # without an entropy bonus the entropy is only logged: keep it out of the graph
             with torch.no_grad():
                 entropy = batch.masked_mean(self.policy.entropy(batch.dist_params))
