@@ -1,72 +1,314 @@
-"""Checks on the composed config, so bad input fails before anything runs, with the fix named."""
+"""Checks on the composed config, so bad input fails before anything runs, with the fix named.
+
+Every key documented in ``configs/train.yaml``, ``configs/env/*.yaml`` and ``configs/estimator/*.yaml``
+has an entry in :data:`SCHEMA` (or :data:`ESTIMATOR_SCHEMA`): its type, its range and an example
+value. :func:`validate` checks them all and raises :class:`ConfigError` with one line
+``<key>=<value> must be <requirement>. Fix: e.g. <key>=<example>.``. Estimator keys are also checked
+against the estimator class's constructor, so a key another estimator needs (an experiment config
+combined with another ``estimator=``) is named instead of failing inside the constructor.
+"""
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from rl_relax.envs import VECTORIZATION_MODES
 from rl_relax.errors import ConfigError
+from rl_relax.networks import ACTIVATIONS
 from rl_relax.optim import OPTIMIZERS
 
 DEVICES = ("auto", "cpu", "cuda")
+MAX_SEED = 2**62  # seeds of env i and of resets (seed + step) must stay valid 64-bit seeds
+MAX_COUNT = 2**62
+MAX_NUM_ENVS = 65_536
+MAX_ROLLOUT = 2**24  # env.num_envs * learner.num_steps transitions held in memory per update
+
+# A check returns None when the value is fine, else the requirement: "must be a positive integer".
+Check = Callable[[Any], str | None]
 
 
-def _positive(value: Any, key: str, example: str, integer: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    if ok and integer:
-        ok = float(value).is_integer()
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"{key}={value!r} must be {kind}. Fix: e.g. {key}={example}.")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    nullable: bool = False,
+    what: str | None = None,
+) -> Check:
+    """A finite number (an integer if ``integer``) in the given interval; ``what`` overrides the wording."""
+    if what is None:
+        noun = "an integer" if integer else "a number"
+        if lo == 0 and lo_open and hi is None:
+            what = "a positive integer" if integer else "a positive number"
+        elif lo == 0 and not lo_open and hi is None:
+            what = f"{noun} >= 0"
+        elif lo is not None and hi is not None:
+            what = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        elif lo is not None:
+            what = f"{noun} {'>' if lo_open else '>='} {lo:g}"
+        else:
+            what = noun
+        if nullable:
+            what += " (or null)"
+
+    def check(value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        if not _is_number(value) or not math.isfinite(value):
+            return f"must be {what}"
+        if integer and not float(value).is_integer():
+            return f"must be {what}"
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            return f"must be {what}"
+        if hi is not None and (value >= hi if hi_open else value > hi):
+            return f"must be {what}"
+        return None
+
+    return check
+
+
+def positive(integer: bool = False, hi: float | None = None, nullable: bool = False) -> Check:
+    base = number(0, None, lo_open=True, integer=integer, nullable=nullable)
+    if hi is None:
+        return base
+
+    def check(value: Any) -> str | None:
+        problem = base(value)
+        if problem is None and value is not None and value > hi:
+            return f"must be at most {hi:,.0f}"
+        return problem
+
+    return check
+
+
+def choice(options: Sequence[str]) -> Check:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, str) and value in options else f"is not one of {', '.join(options)}"
+
+    return check
+
+
+def boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def string(nullable: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        ok = isinstance(value, str) and value.strip() != ""
+        return None if ok else "must be a non-empty string" + (" (or null)" if nullable else "")
+
+    return check
+
+
+def mapping(value: Any) -> str | None:
+    return None if value is None or isinstance(value, dict) else "must be a mapping such as {max_episode_steps: 200}"
+
+
+def layer_sizes(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(_is_number(v) and float(v).is_integer() and 0 < v <= 65_536 for v in value)
+    return None if ok else "must be a list of positive layer widths such as [64, 64]"
+
+
+def betas(value: Any) -> str | None:
+    ok = isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0.0 <= b < 1.0 for b in value)
+    return None if ok else "must be two numbers in [0, 1) such as [0.9, 0.999]"
+
+
+# key -> (check, example of a valid value for the Fix)
+SCHEMA: dict[str, tuple[Check, str]] = {
+    "seed": (number(0, MAX_SEED, hi_open=True, integer=True, what="an integer in [0, 2^62)"), "0"),
+    "device": (choice(DEVICES), "auto"),
+    "total_timesteps": (positive(integer=True, hi=MAX_COUNT), "200000"),
+    "torch_threads": (positive(integer=True, hi=1024), "1"),
+    "torch_deterministic": (boolean, "false"),
+    "stop_when_solved": (boolean, "false"),
+    "sweep_objective": (choice(("final_return", "neg_episodes_to_solve")), "final_return"),
+    "env.id": (string(), "CartPole-v1 (or env=CartPole)"),
+    "env.num_envs": (positive(integer=True, hi=MAX_NUM_ENVS), "8"),
+    "env.vectorization": (choice(VECTORIZATION_MODES), "auto"),
+    "env.make_kwargs": (mapping, '"{max_episode_steps: 200}" (or null)'),
+    "env.import_module": (string(nullable=True), "my_package.envs (or null)"),
+    "env.normalize_observation": (boolean, "false"),
+    "env.normalize_reward": (boolean, "false"),
+    "env.solved_threshold": (number(nullable=True), "195 (or null for the env's reward threshold)"),
+    "env.solved_window": (positive(integer=True, hi=MAX_COUNT), "100"),
+    "learner.num_steps": (positive(integer=True, hi=MAX_ROLLOUT), "5"),
+    "learner.gamma": (number(0, 1, lo_open=True), "0.99"),
+    "learner.gae_lambda": (number(0, 1), "0.95"),
+    "learner.normalize_advantage": (boolean, "false"),
+    "learner.ent_coef": (number(0), "0.0"),
+    "learner.vf_coef": (number(0), "0.5"),
+    "learner.max_grad_norm": (positive(nullable=True), "0.5 (or null for no clipping)"),
+    "learner.optimizer": (choice(OPTIMIZERS), "rmsprop"),
+    "learner.lr": (positive(), "7e-4"),
+    "learner.lr_schedule": (choice(("constant", "linear")), "constant"),
+    "learner.rmsprop_alpha": (number(0, 1, hi_open=True), "0.99"),
+    "learner.eps": (number(0), "1e-5"),
+    "learner.adam_betas": (betas, "[0.9,0.999]"),
+    "variance.ema_decay": (number(0, 1, lo_open=True, hi_open=True), "0.99"),
+    "variance.interval_steps": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
+    "variance.num_batches": (number(2, 1_000_000, integer=True, what="an integer >= 2"), "100"),
+    "logging.interval_steps": (positive(integer=True, hi=MAX_COUNT), "2000"),
+    "logging.progress": (choice(("auto", "always", "never")), "auto"),
+    "logging.progress_interval_s": (positive(), "30"),
+    "checkpoint.interval_steps": (positive(integer=True, hi=MAX_COUNT), "100000"),
+    "checkpoint.keep_last": (positive(integer=True, hi=1_000_000), "2"),
+    "checkpoint.resume": (boolean, "true"),
+}
+for _net in ("policy", "value"):
+    SCHEMA[f"{_net}.hidden_sizes"] = (layer_sizes, "[64,64]")
+    SCHEMA[f"{_net}.activation"] = (choice(tuple(ACTIVATIONS)), "tanh")
+    SCHEMA[f"{_net}.ortho_init"] = (boolean, "true")
+SCHEMA["policy.log_std_init"] = (number(-20, 5), "0.0")
+SCHEMA["run_name"] = (string(), "my_run")  # last: it interpolates env.id, estimator.name and seed
+
+# Keys of configs/estimator/*.yaml, checked when the estimator config has them.
+ESTIMATOR_SCHEMA: dict[str, tuple[Check, str]] = {
+    "estimator._target_": (string(), "rl_relax.estimators.relax.RelaxEstimator (or estimator=relax)"),
+    "estimator.name": (string(), "relax"),
+    "estimator.hidden_sizes": (layer_sizes, "[64,64]"),
+    "estimator.activation": (choice(tuple(ACTIVATIONS)), "relu"),
+    "estimator.cv_lr": (positive(), "1e-3"),
+    "estimator.cv_steps": (positive(integer=True, hi=10_000), "1"),
+    "estimator.cv_objective": (choice(("variance", "dist_params")), "variance"),
+    "estimator.cv_adam_betas": (betas, "[0.9,0.999]"),
+    "estimator.temperature_init": (positive(), "1.0"),
+    "estimator.learn_temperature": (boolean, "true"),
+}
+
+
+def documented_keys(cfg: DictConfig) -> list[str]:
+    """The keys of ``cfg`` that :func:`validate` checks (every leaf of the composed config)."""
+    return [key for key in _leaves(cfg) if key in SCHEMA or key in ESTIMATOR_SCHEMA]
+
+
+def _leaves(cfg: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for key in cfg:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and path not in SCHEMA and not node._is_none():
+            keys += _leaves(node, path)
+        else:
+            keys.append(path)
+    return keys
+
+
+def _has(cfg: DictConfig, key: str) -> bool:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig):
+            return False
+        node = node._get_node(part, throw_on_missing_key=False)
+        if node is None:
+            return False
+    return True
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        message = " ".join(str(exc).split("\n")[0].split())
+        if "Missing mandatory value" in str(exc):
+            raise ConfigError(f"{key} is not set. Fix: e.g. {key}={SCHEMA.get(key, (None, '...'))[1]}.") from None
+        raise ConfigError(f"{key} cannot be resolved: {message}. Fix: check its interpolation.") from None
+    if isinstance(value, DictConfig | ListConfig):
+        value = OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def _check(cfg: DictConfig, key: str, check: Check, example: str) -> None:
+    value = _value(cfg, key)
+    problem = check(value)
+    if problem is not None:
+        raise ConfigError(f"{key}={_show(value)} {problem}. Fix: e.g. {key}={example}.")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def validate(cfg: Any) -> None:
-    """Raise :class:`ConfigError` on the first invalid value."""
-    _positive(cfg.total_timesteps, "total_timesteps", "200000", integer=True)
-    _positive(cfg.env.num_envs, "env.num_envs", "8", integer=True)
-    _positive(cfg.env.solved_window, "env.solved_window", "100", integer=True)
-    learner = cfg.learner
-    _positive(learner.lr, "learner.lr", "7e-4")
-    _positive(learner.num_steps, "learner.num_steps", "5", integer=True)
-    gamma = learner.gamma
-    if not isinstance(gamma, int | float) or not 0.0 < gamma <= 1.0:
-        raise ConfigError(f"learner.gamma={gamma!r} must be in (0, 1]. Fix: e.g. learner.gamma=0.99.")
-    lam = learner.gae_lambda
-    if not isinstance(lam, int | float) or not 0.0 <= lam <= 1.0:
-        raise ConfigError(f"learner.gae_lambda={lam!r} must be in [0, 1]. Fix: e.g. learner.gae_lambda=0.95.")
-    for key in ("ent_coef", "vf_coef"):
-        if learner[key] < 0:
-            raise ConfigError(f"learner.{key}={learner[key]!r} must be >= 0.")
-    if learner.max_grad_norm is not None:
-        _positive(learner.max_grad_norm, "learner.max_grad_norm", "0.5 (or null for no clipping)")
-    if learner.optimizer not in OPTIMIZERS:
+    """Raise :class:`ConfigError` on the first invalid value (one line: key, value, fix)."""
+    for key, (check, example) in SCHEMA.items():
+        if not _has(cfg, key):
+            continue  # an optional key this config does not use
+        _check(cfg, key, check, example)
+    rollout = int(cfg.env.num_envs) * int(cfg.learner.num_steps)
+    if rollout > MAX_ROLLOUT:
         raise ConfigError(
-            f"learner.optimizer={learner.optimizer!r} is not one of {', '.join(OPTIMIZERS)}. "
-            "Fix: learner.optimizer=rmsprop."
+            f"learner.num_steps={cfg.learner.num_steps} with env.num_envs={cfg.env.num_envs} gives {rollout:,} "
+            f"transitions per update, above the {MAX_ROLLOUT:,} a rollout buffer may hold. "
+            "Fix: e.g. learner.num_steps=5."
         )
-    if learner.lr_schedule not in ("constant", "linear"):
-        raise ConfigError(f"learner.lr_schedule={learner.lr_schedule!r} must be constant or linear.")
-    if cfg.env.get("vectorization", "auto") not in VECTORIZATION_MODES:
+    validate_estimator(cfg.estimator)
+
+
+def validate_estimator(estimator_cfg: DictConfig) -> None:
+    """The estimator's documented keys, and that its class accepts every key it is given."""
+    for key in estimator_cfg:
+        full = f"estimator.{key}"
+        if full in ESTIMATOR_SCHEMA:
+            check, example = ESTIMATOR_SCHEMA[full]
+            _check(OmegaConf.create({"estimator": estimator_cfg}), full, check, example)
+    if "_target_" not in estimator_cfg:
+        raise ConfigError("estimator._target_ is not set. Fix: pick a shipped estimator, e.g. estimator=baseline.")
+    try:
+        import hydra.utils
+
+        cls = hydra.utils.get_class(estimator_cfg._target_)
+    except Exception as exc:
         raise ConfigError(
-            f"env.vectorization={cfg.env.vectorization!r} is not one of {', '.join(VECTORIZATION_MODES)}."
-        )
-    if cfg.device not in DEVICES:
-        raise ConfigError(f"device={cfg.device!r} is not one of {', '.join(DEVICES)}. Fix: device=auto.")
-    _positive(cfg.logging.interval_steps, "logging.interval_steps", "2000", integer=True)
-    _positive(cfg.checkpoint.interval_steps, "checkpoint.interval_steps", "100000", integer=True)
-    _positive(cfg.checkpoint.keep_last, "checkpoint.keep_last", "2", integer=True)
-    if cfg.variance.interval_steps < 0:
-        raise ConfigError("variance.interval_steps must be >= 0 (0 turns the sampled measurement off).")
-    if cfg.variance.interval_steps > 0 and cfg.variance.num_batches < 2:
-        raise ConfigError("variance.num_batches must be >= 2 to estimate a variance. Fix: variance.num_batches=100.")
-    if not 0.0 < cfg.variance.ema_decay < 1.0:
-        raise ConfigError(
-            f"variance.ema_decay={cfg.variance.ema_decay} must be in (0, 1). Fix: variance.ema_decay=0.99."
-        )
-    if cfg.logging.progress not in ("auto", "always", "never"):
-        raise ConfigError(f"logging.progress={cfg.logging.progress!r} must be auto, always or never.")
+            f"estimator._target_={estimator_cfg._target_!r} cannot be imported ({type(exc).__name__}). "
+            "Fix: e.g. estimator=baseline, or a class path of an installed module."
+        ) from None
+    accepted = _keyword_names(cls)
+    if accepted is None:
+        return  # the constructor takes any keyword: nothing to check
+    for key in estimator_cfg:
+        if key != "_target_" and key not in accepted:
+            value = _value(OmegaConf.create({"e": estimator_cfg}), f"e.{key}")
+            raise ConfigError(
+                f"estimator.{key}={_show(value)} is not a setting of estimator {estimator_cfg.get('name')!r} "
+                f"(its settings: {', '.join(sorted(accepted))}); an experiment= config made for another estimator "
+                f"sets it. Fix: drop the estimator= override, or remove estimator.{key}."
+            )
+
+
+def _keyword_names(cls: type) -> set[str] | None:
+    """Constructor keywords of ``cls``, following ``**kwargs`` up to the base classes that take them;
+    None if the chain ends in a constructor that takes any keyword."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass.__module__.startswith(("torch", "builtins")):
+            return names
+        try:
+            params = list(inspect.signature(init).parameters.values())[1:]
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
 
 
 def resolve_device(requested: str) -> tuple[torch.device, str]:

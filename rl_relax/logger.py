@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,9 +44,25 @@ class TensorBoardLogger:
         summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
         self.writer.file_writer.add_summary(summary, global_step=step)
 
-    def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Flush and close, giving up after ``timeout_s`` (the writer's thread may be stuck, e.g. on a
+        hung network file system): a run's exit, and a cluster job's requeue, never wait forever on
+        TensorBoard. Returns whether it closed."""
+
+        def _close() -> None:
+            try:
+                self.writer.flush()
+                self.writer.close()
+            except Exception as exc:  # a full disk must not turn the run's exit into a crash
+                log.warning("TensorBoard's writer failed to close: %s: %s", type(exc).__name__, exc)
+
+        closer = threading.Thread(target=_close, name="tensorboard-close", daemon=True)
+        closer.start()
+        closer.join(timeout_s)
+        if closer.is_alive():
+            log.warning("TensorBoard's writer did not close within %.0f s; its last events may be missing", timeout_s)
+            return False
+        return True
 
 
 class Progress:

@@ -2,13 +2,20 @@
 
 Hydra composes ``configs/train.yaml`` with the ``env`` and ``estimator`` groups and command-line
 overrides, creates the run directory, and calls :func:`main`. Errors in the user's input print one
-message naming the fix and exit non-zero, without a traceback. In a multirun the failed job is
-reported to Hydra instead, so the sweep's other jobs still run (the sweep exits non-zero at the end).
+message naming the fix and exit non-zero (codes in :mod:`rl_relax.errors`), without a traceback. In
+a multirun the failed job is reported to Hydra instead, so the sweep's other jobs still run (the
+sweep exits non-zero at the end).
+
+A stop signal (SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP) makes the run checkpoint after the current
+update, mark ``summary.json`` ``interrupted``, log the command that resumes it, and exit with
+128 + the signal number. Under Hydra's submitit launcher the signal is then handed to submitit,
+which requeues the job; the requeued job resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rl_relax.errors import RlRelaxError
+from rl_relax.errors import RlRelaxError, TrainingInterrupted
 from rl_relax.trainer import Trainer
 
 log = logging.getLogger("rl_relax")
@@ -44,12 +51,31 @@ def objective(summary: dict, kind: str) -> float:
     raise RlRelaxError(f"sweep_objective={kind!r} must be final_return or neg_episodes_to_solve.")
 
 
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues this run: the same overrides, in the same run directory."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra (e.g. called from Python)
+        overrides = []
+    args = [o for o in overrides if not o.startswith("hydra.run.dir=")] + [f"hydra.run.dir={run_dir}"]
+    return "python -m rl_relax.train " + " ".join(shlex.quote(a) for a in args)
+
+
 @hydra.main(version_base="1.3", config_path="pkg://rl_relax.configs", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Train one run; return the sweep objective (Hydra sweepers such as Optuna maximise it)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         return objective(train(cfg, run_dir), str(cfg.sweep_objective))
+    except TrainingInterrupted as exc:
+        stop = getattr(exc, "stop_signals", None)
+        if stop is not None and stop.successor() is not None:
+            log.warning("%s; handing %s to the job scheduler (submitit requeues the job, which resumes from it)",
+                        exc, exc.signal_name)  # fmt: skip
+            stop.hand_over()  # submitit's handler requeues and exits; a handler that returns falls through
+        else:
+            log.warning("%s. Resume with: %s", exc, resume_command(run_dir))
+        sys.exit(exc.exit_code)  # in a multirun too: a stop signal stops the whole sweep
     except RlRelaxError as exc:
         log.error("error: %s", exc)
         if HydraConfig.get().mode == RunMode.MULTIRUN:

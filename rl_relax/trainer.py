@@ -6,6 +6,13 @@ estimator + learner update -> TensorBoard / checkpoint / summary.json.
 Step accounting: every vector step counts ``env.num_envs`` env steps (including NEXT_STEP reset
 slots, as stable-baselines3 counts). Training stops after the first update at which the count
 reaches ``total_timesteps``, so that is a lower bound exceeded by less than one rollout.
+
+Robustness (README "Checkpoints, resume"): the run holds an exclusive lock on its directory; stop
+signals are checked once per update, then a checkpoint is written and ``summary.json`` says
+``interrupted``; resuming takes the newest intact checkpoint (a corrupt one is moved aside),
+refuses one of another env, seed or architecture, and applies the configured optimizer
+hyperparameters to the restored optimizers; ``checkpoint.resume=false`` moves an earlier run's
+files aside instead of mixing with them; re-running a finished run writes nothing.
 """
 
 from __future__ import annotations
@@ -13,8 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -23,21 +30,37 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rl_relax import checkpoint as ckpt
 from rl_relax.config import resolve_device, validate
 from rl_relax.envs import VectorEnvHandle, make_vector_env, seed_vector_env, threshold_for
-from rl_relax.errors import ConfigError, TrainingDivergedError
+from rl_relax.errors import (
+    CheckpointError,
+    ConfigError,
+    RlRelaxError,
+    TrainingDivergedError,
+    TrainingInterrupted,
+)
 from rl_relax.estimators.base import Estimator
 from rl_relax.estimators.baseline import BaselineEstimator
 from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger
 from rl_relax.networks import make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
+from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside
+from rl_relax.signals import StopSignals
 from rl_relax.variance import SampledVarianceProbe
 
 log = logging.getLogger("rl_relax")
+
+
+def signal_name(signum: int | None) -> str:
+    try:
+        return signal.Signals(signum).name
+    except (ValueError, TypeError):
+        return f"signal {signum}"
 
 
 def seed_everything(seed: int) -> None:
@@ -51,10 +74,17 @@ def make_estimator(estimator_cfg: DictConfig) -> Estimator:
     """Instantiate ``configs/estimator/<name>.yaml`` through its ``_target_``."""
     try:
         estimator = hydra.utils.instantiate(estimator_cfg, _convert_="all")
+    except RlRelaxError:
+        raise
     except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ is not None else exc
+        if isinstance(cause, RlRelaxError):  # the estimator's own check already names the key and the fix
+            raise type(cause)(str(cause)) from None
+        detail = " ".join(str(cause).split()) or type(cause).__name__
         raise ConfigError(
             f"cannot build estimator {estimator_cfg.get('name')!r} from {estimator_cfg.get('_target_')!r}: "
-            f"{str(exc).splitlines()[0]}. Fix: check configs/estimator/{estimator_cfg.get('name')}.yaml."
+            f"{type(cause).__name__}: {detail}. Fix: check the estimator.* values on the command line and in "
+            f"configs/estimator/{estimator_cfg.get('name')}.yaml."
         ) from None
     if not isinstance(estimator, Estimator):
         raise ConfigError(f"estimator._target_ {estimator_cfg._target_!r} is not an rl_relax Estimator.")
@@ -62,9 +92,47 @@ def make_estimator(estimator_cfg: DictConfig) -> Estimator:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Atomic, uniquely named temporary file; a full disk is a one-line :class:`StorageError`."""
+    ckpt.write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), "summary")
+
+
+def _optimizer_states(tree: Any, prefix: str = "") -> dict[str, dict]:
+    """Every torch optimizer state dict (``{"state", "param_groups"}``) nested in ``tree``, by path."""
+    if not isinstance(tree, dict):
+        return {}
+    if "param_groups" in tree and "state" in tree:
+        return {prefix: tree}
+    found: dict[str, dict] = {}
+    for key, value in tree.items():
+        found.update(_optimizer_states(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def apply_configured_hyperparameters(loaded: dict[str, Any], fresh: dict[str, Any], path: Path) -> list[str]:
+    """Write the configured optimizer hyperparameters (lr, betas, eps, alpha, ...) into the loaded
+    optimizer states, in place, so that a resumed run uses what its command line says (and what
+    its saved config records). ``fresh`` holds the same subtrees from optimizers just built from the
+    config. Returns a description of each changed value."""
+    changes: list[str] = []
+    fresh_states = _optimizer_states(fresh)
+    for name, state in _optimizer_states(loaded).items():
+        new = fresh_states.get(name)
+        if new is None:
+            continue
+        if len(state["param_groups"]) != len(new["param_groups"]):
+            raise CheckpointError(
+                f"checkpoint {path}: optimizer {name} has {len(state['param_groups'])} parameter groups, this run "
+                f"{len(new['param_groups'])}. Fix: use the same config as the run that wrote it, or a new run "
+                "directory."
+            )
+        for old_group, new_group in zip(state["param_groups"], new["param_groups"], strict=True):
+            for key, value in new_group.items():
+                if key == "params":
+                    continue
+                if old_group.get(key) != value:
+                    changes.append(f"{name} {key} {old_group.get(key)!r} -> {value!r}")
+                old_group[key] = value
+    return changes
 
 
 class Trainer:
@@ -112,15 +180,26 @@ class Trainer:
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
         self.global_step = self.updates = self.episodes = 0
+        self._saved_step: int | None = None  # step of the newest checkpoint of this run
         self.episodes_to_solve: int | None = None
         self.steps_to_solve: int | None = None
         self.wall_time_before = 0.0  # wall time of earlier sessions of this run (resume)
+        modules = {"policy": self.policy, "value": self.value, "estimator": self.estimator}
+        network = {f"{name}.activation": str(cfg[name].activation) for name in modules if "activation" in cfg[name]}
+        network["frozen parameters"] = sorted(
+            f"{name}.{param}" for name, module in modules.items()
+            for param, p in module.named_parameters() if not p.requires_grad
+        )  # fmt: skip
+        # The identity of the run a checkpoint belongs to: resuming with another value is refused.
         self.meta = {
             "env_id": self.cfg.env.id,
             "estimator": self.estimator.name,
+            "seed": int(cfg.seed),
             "observation_shape": list(obs_space.shape),
             "action_space": str(action_space),
-            "architecture": ckpt.parameter_shapes(policy=self.policy, value=self.value, estimator=self.estimator),
+            "architecture": ckpt.parameter_shapes(**modules),
+            "network": network,
+            "optimizer": str(cfg.learner.optimizer),
         }
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -151,6 +230,16 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any], path: Path) -> None:
         ckpt.check_compatible(payload, self.meta, path)
+        fresh = {"learner": self.learner.state_dict(), "estimator_extra": self.estimator.extra_state()}
+        try:
+            changes = apply_configured_hyperparameters(payload, fresh, path)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} holds an optimizer state that does not fit this run ({exc}). "
+                "Fix: use the same config as the run that wrote it, or a new run directory (hydra.run.dir=...)."
+            ) from None
+        for change in changes:
+            log.info("resume: %s (the configured value)", change)
         try:
             self.policy.load_state_dict(payload["policy"])
             self.value.load_state_dict(payload["value"])
@@ -174,9 +263,27 @@ class Trainer:
         self.recent_returns.extend(counters["recent_returns"])
         self.recent_lengths.extend(counters["recent_lengths"])
         self.wall_time_before = float(counters["wall_time_s"])
+        self._saved_step = self.global_step
 
     def save_checkpoint(self) -> Path:
-        path = ckpt.save_checkpoint(self.state(), self.ckpt_dir, self.global_step, self.cfg.checkpoint.keep_last)
+        """Write a checkpoint of the current state; refuse (diverged) if any of it is non-finite."""
+        state = self.state()
+        bad = ckpt.non_finite_entries(state)
+        if bad:
+            kept = ckpt.latest_checkpoint(self.ckpt_dir)
+            if any(b.startswith(("estimator.", "estimator_extra.")) for b in bad):
+                fix = (f"the control variate diverged: lower estimator.cv_lr (now {self.cfg.estimator.get('cv_lr')}) "
+                       "or use estimator=baseline")  # fmt: skip
+            else:
+                fix = (f"lower learner.lr (now {self.cfg.learner.lr}) or keep learner.max_grad_norm set "
+                       "(gradient clipping)")  # fmt: skip
+            raise TrainingDivergedError(
+                f"non-finite values at environment step {self.global_step} in {', '.join(bad[:3])}"
+                f"{' and more' if len(bad) > 3 else ''}: no checkpoint written, the last good one "
+                f"({kept if kept is not None else 'none yet'}) is kept. Fix: {fix}."
+            )
+        path = ckpt.save_checkpoint(state, self.ckpt_dir, self.global_step, self.cfg.checkpoint.keep_last)
+        self._saved_step = self.global_step
         self.write_summary(finished=False)
         return path
 
@@ -207,6 +314,11 @@ class Trainer:
 
     def summary(self, finished: bool, status: str = "ok") -> dict[str, Any]:
         elapsed = time.perf_counter() - self._t0
+        session_steps = self.global_step - self._start_step
+        if session_steps > 0:
+            fps = session_steps / elapsed if elapsed > 0 else None
+        else:  # nothing trained in this process: the whole run's rate, not 0
+            fps = self.global_step / self.wall_time_before if self.wall_time_before > 0 else None
         return {
             "env_id": self.cfg.env.id,
             "estimator": self.estimator.name,
@@ -221,7 +333,7 @@ class Trainer:
             "steps_to_solve": self.steps_to_solve,
             "final_return_mean": self.mean_return(),
             "final_length_mean": (sum(self.recent_lengths) / len(self.recent_lengths)) if self.recent_lengths else None,
-            "fps": (self.global_step - self._start_step) / elapsed if elapsed > 0 else None,
+            "fps": fps,
             "wall_time_s": self._wall_time(),
             "device": str(self.device),
             "finished": finished,
@@ -236,17 +348,110 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def run(self) -> dict[str, Any]:
+        """Train to ``total_timesteps`` (resuming if possible); return the summary.
+
+        Raises :class:`TrainingInterrupted` after a stop signal (a checkpoint is written first),
+        :class:`TrainingDivergedError`, :class:`StorageError`, or another :class:`RlRelaxError`.
+        """
+        self._t0, self._start_step = time.perf_counter(), self.global_step
+        lock = RunDirectoryLock(self.run_dir)
+        try:
+            with StopSignals() as stop:
+                lock.acquire()
+                return self._run(stop)
+        finally:
+            lock.release()
+            self.env.close()
+            if self._probe is not None:
+                self._probe.close()
+
+    def _resume_or_start(self) -> Path | None:
+        """Restore the newest intact checkpoint (resume=true) or move an earlier run aside (resume=false)."""
+        if not self.cfg.checkpoint.resume:
+            moved = move_previous_run_aside(self.run_dir)
+            if moved is not None:
+                log.warning("checkpoint.resume=false: moved the earlier run's checkpoints, TensorBoard events and "
+                            "summary.json to %s; this run starts at step 0", moved)  # fmt: skip
+            return None
+        found = ckpt.load_latest_valid(self.ckpt_dir, map_location=self.device)
+        if found is None:
+            return None
+        latest, payload = found
+        self.restore(payload, latest)
+        log.info("resumed from %s at step %d (%d episodes)", latest, self.global_step, self.episodes)
+        return latest
+
+    def _already_finished(self) -> dict[str, Any]:
+        """A finished run re-run: write nothing (no TensorBoard event, summary.json untouched)."""
+        path = self.run_dir / "summary.json"
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary = None
+        if not (isinstance(summary, dict) and summary.get("finished") and summary.get("timesteps") == self.global_step):
+            self._start_step = self.global_step
+            summary = self.write_summary(finished=True)  # the process stopped between checkpoint and summary
+        log.info("the run in %s already finished at step %d: nothing to do", self.run_dir, self.global_step)
+        return summary
+
+    def _run(self, stop: StopSignals) -> dict[str, Any]:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        latest = ckpt.latest_checkpoint(self.ckpt_dir) if cfg.checkpoint.resume else None
-        if latest is not None:
-            self.restore(ckpt.load_checkpoint(latest, map_location=self.device), latest)
-            log.info("resumed from %s at step %d (%d episodes)", latest, self.global_step, self.episodes)
+        latest = self._resume_or_start()
+        total = int(cfg.total_timesteps)
+        if latest is not None and (self.global_step >= total or self.stop_requested()):
+            return self._already_finished()
         # Resumed runs reset their envs with a seed derived from the step, so they stay reproducible.
         self.collector.start(seed_vector_env(self.env, int(cfg.seed) + self.global_step))
 
-        tb = TensorBoardLogger(self.run_dir, purge_step=self.global_step if latest else None)
-        if latest is None:
+        # Events a crashed process wrote after the checkpoint (steps > S) are purged; the point at S stays.
+        # A fresh start purges everything an earlier attempt logged before its first checkpoint.
+        purge_step = (
+            self.global_step + 1 if latest is not None else (0 if list(self.run_dir.glob("events.*")) else None)
+        )
+        try:
+            tb = TensorBoardLogger(self.run_dir, purge_step=purge_step)
+        except OSError as exc:
+            raise ckpt.storage_error(self.run_dir / "events.out.tfevents.*", exc, "TensorBoard events") from None
+        try:
+            finished = self._loop(tb, stop, total, fresh=latest is None)
+        except TrainingDivergedError:
+            self.write_summary(finished=False, status="diverged")
+            raise
+        except OSError as exc:  # e.g. TensorBoard's writer or the env hit a full disk
+            where = Path(exc.filename) if getattr(exc, "filename", None) else self.run_dir
+            raise ckpt.storage_error(where, exc, "to", ckpt.latest_checkpoint(self.ckpt_dir)) from None
+        finally:
+            tb.close()
+        if not finished:
+            return self._interrupted(stop)
+        summary = self.write_summary(finished=True)
+        log.info(
+            "done: %d steps, %d episodes, mean return %s, episodes to solve %s, %.0f fps",
+            summary["timesteps"], summary["episodes"], summary["final_return_mean"],
+            summary["episodes_to_solve"], summary["fps"] or 0.0,
+        )  # fmt: skip
+        return summary
+
+    def _interrupted(self, stop: StopSignals) -> dict[str, Any]:
+        """After a stop signal: checkpoint (unless this step has one), mark summary.json, raise."""
+        assert stop.signum is not None
+        if self._saved_step != self.global_step:
+            self.save_checkpoint()
+        self.write_summary(finished=False, status="interrupted")
+        name = signal_name(stop.signum)
+        saved = ckpt.latest_checkpoint(self.ckpt_dir)
+        exc = TrainingInterrupted(
+            f"stopped by {name} at step {self.global_step:,} of {int(self.cfg.total_timesteps):,}; "
+            f"checkpoint {saved if saved is not None else '(none: no update finished)'}",
+            stop.signum,
+        )
+        exc.stop_signals = stop  # type: ignore[attr-defined]  (train.main hands the signal on, e.g. to submitit)
+        raise exc
+
+    def _loop(self, tb: TensorBoardLogger, stop: StopSignals, total: int, fresh: bool) -> bool:
+        """The training loop; True when it ran to the end (or solved), False when a stop signal came."""
+        cfg = self.cfg
+        if fresh:
             tb.config(cfg)
         steps_per_update = self.buffer.num_steps * self.buffer.num_envs
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
@@ -254,7 +459,6 @@ class Trainer:
         next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
         variance_interval = int(cfg.variance.interval_steps)
         next_variance = (self.global_step // variance_interval + 1) * variance_interval if variance_interval else None
-        total = int(cfg.total_timesteps)
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
         linear_lr = cfg.learner.lr_schedule == "linear"
         self.learner.set_progress(self.global_step / total)
@@ -264,6 +468,10 @@ class Trainer:
         log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
         try:
             while self.global_step < total:
+                if stop.requested:  # checked once per update: the update in flight is never cut short
+                    log.warning("received %s: stopping at step %d after writing a checkpoint",
+                                signal_name(stop.signum), self.global_step)  # fmt: skip
+                    return False
                 if linear_lr:
                     self.learner.set_progress(self.global_step / total)
                 episodes = self.collector.collect()
@@ -273,7 +481,7 @@ class Trainer:
                     self._record_episodes(episodes.returns, episodes.lengths)
                 solved_now = self.stop_requested()
                 last = self.global_step >= total or solved_now
-                log_now = last or self.updates % log_every == 0
+                log_now = last or stop.requested or self.updates % log_every == 0
                 stats = self.learner.update(self.buffer, self.global_step, diagnostics=log_now)
                 sums["train/policy_loss"] += stats.policy_loss
                 sums["train/value_loss"] += stats.value_loss
@@ -298,22 +506,9 @@ class Trainer:
                     log.info("stopping early: solved (stop_when_solved=true)")
                     break
             progress.update(self.global_step, self._fps(), self.mean_return(), force=True)
-        except TrainingDivergedError:
-            self.write_summary(finished=False, status="diverged")
-            raise
         finally:
             progress.close()
-            tb.close()
-            self.env.close()
-            if self._probe is not None:
-                self._probe.close()
-        summary = self.write_summary(finished=True)
-        log.info(
-            "done: %d steps, %d episodes, mean return %s, episodes to solve %s, %.0f fps",
-            summary["timesteps"], summary["episodes"], summary["final_return_mean"],
-            summary["episodes_to_solve"], summary["fps"] or 0.0,
-        )  # fmt: skip
-        return summary
+        return True
 
     def _make_collector(self, env: VectorEnvHandle, rng: np.random.Generator) -> RolloutCollector:
         """A rollout buffer of the run's shape, storing the noise the estimator asks for, and its collector."""

@@ -121,14 +121,29 @@ def test_a_checkpoint_from_another_architecture_or_env_is_refused(run_training, 
     assert sorted(p.read_bytes() for p in (run_dir / "checkpoints").iterdir()) == before
 
 
-def test_a_corrupt_latest_checkpoint_is_reported_and_kept(run_training, tmp_path):
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one_and_is_kept_aside(run_training, tmp_path, caplog):
     run_dir = tmp_path / "run"
     run_training("total_timesteps=400", run_dir=run_dir)
     corrupt = run_dir / "checkpoints" / "ckpt_000000999999.pt"
     corrupt.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match=r"ckpt_000000999999\.pt is corrupt"):
-        run_training("total_timesteps=800", run_dir=run_dir)
-    assert corrupt.read_bytes() == b"\x00garbage"
+    summary = run_training("total_timesteps=800", run_dir=run_dir)  # resumes from step 400, with a warning
+    assert summary["timesteps"] == 800 and summary["updates"] == 20
+    assert "ckpt_000000999999.pt is corrupt" in caplog.text and "resumed from" in caplog.text
+    aside = corrupt.with_name(corrupt.name + ".corrupt")
+    assert not corrupt.exists() and aside.read_bytes() == b"\x00garbage"  # kept for inspection, out of rotation
+    assert [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")][-1] == "ckpt_000000000800.pt"
+
+
+def test_when_every_checkpoint_is_corrupt_the_error_names_them_and_nothing_is_moved(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=800", "checkpoint.interval_steps=400", run_dir=run_dir)
+    files = ckpt.list_checkpoints(run_dir / "checkpoints")
+    assert len(files) == 2
+    for path in files:
+        path.write_bytes(path.read_bytes()[:100])  # truncated
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint.*ckpt_000000000800.*ckpt_000000000400.*Fix"):
+        run_training("total_timesteps=1200", run_dir=run_dir)
+    assert ckpt.list_checkpoints(run_dir / "checkpoints") == files
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(run_training, tmp_path):
