@@ -16,7 +16,7 @@ tables report medians and ratios. Output: ``results/throughput.{md,csv}``.
     python scripts/bench_throughput.py                 # 5 runs each
     python scripts/bench_throughput.py --runs 3 --scale 0.5
 
-Needs the bench extra (stable-baselines3): pip install -c constraints-cpu.txt -e ".[bench,mujoco]".
+Needs the bench extra (stable-baselines3): pip install -e ".[bench,mujoco]".
 """
 
 from __future__ import annotations
