@@ -236,3 +236,178 @@ def test_control_variate_options_train(overrides, run_training, tmp_path):
     assert summary["timesteps"] == 800
     losses = [v for _, v in read_scalars(tmp_path / "run")["cv/loss"]]
     assert losses and all(np.isfinite(v) and v >= 0 for v in losses)
+
+
+# ----------------------------------------------------------------------------- run identity and resume (issue 16)
+def _files(directory):
+    return {p.relative_to(directory): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_checkpoint_of_another_seed_is_refused(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("seed=7", "total_timesteps=400", run_dir=run_dir)
+    before = _files(run_dir / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"different seed: 7, this run has 8\. Fix: use seed=7"):
+        run_training("seed=8", "total_timesteps=800", run_dir=run_dir)
+    assert _files(run_dir / "checkpoints") == before
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["policy.activation=relu"], r"policy\.activation='tanh' in the checkpoint, 'relu' in this run"),
+        (["value.activation=elu"], r"value\.activation='tanh' in the checkpoint, 'elu' in this run"),
+        (["estimator.activation=tanh"], r"estimator\.activation='relu' in the checkpoint, 'tanh' in this run"),
+        (["estimator.learn_temperature=false"], r"frozen parameters=\[\] in the checkpoint"),
+        (["learner.optimizer=adam"], r"different optimizer: 'rmsprop', this run has 'adam'"),
+    ],
+)
+def test_an_architecture_or_optimizer_change_is_refused(overrides, message, run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("estimator=relax", "total_timesteps=400", run_dir=run_dir)
+    before = _files(run_dir)
+    with pytest.raises(CheckpointError, match=message):
+        run_training("estimator=relax", "total_timesteps=800", *overrides, run_dir=run_dir)
+    assert _files(run_dir) == before  # nothing written, nothing lost
+
+
+def test_resume_applies_the_configured_optimizer_hyperparameters(run_training, make_cfg, tmp_path):
+    """The command line's lr, betas, eps and alpha reach the restored optimizers (the checkpoint's
+    values used to win silently, while .hydra/config.yaml recorded the new ones)."""
+    from rl_relax.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    run_training("estimator=relax", "learner.optimizer=adam", "total_timesteps=400", run_dir=run_dir)
+    new = ["estimator=relax", "learner.optimizer=adam", "total_timesteps=800", "estimator.cv_lr=0.02",
+           "estimator.cv_adam_betas=[0.5,0.6]", "learner.eps=0.001", "learner.adam_betas=[0.8,0.9]"]  # fmt: skip
+    trainer = Trainer(make_cfg(*new), run_dir)
+    path, payload = ckpt.load_latest_valid(run_dir / "checkpoints")
+    moments = payload["estimator_extra"]["cv_optimizer"]["state"][0]["exp_avg"].clone()
+    trainer.restore(payload, path)
+    cv_group = trainer.estimator.cv_optimizer.param_groups[0]
+    assert cv_group["lr"] == 0.02 and tuple(cv_group["betas"]) == (0.5, 0.6)
+    learner_group = trainer.learner.optimizer.param_groups[0]
+    assert learner_group["eps"] == 0.001 and tuple(learner_group["betas"]) == (0.8, 0.9)
+    # ...while the optimizers' state (Adam's moments) is the checkpoint's.
+    torch.testing.assert_close(trainer.estimator.cv_optimizer.state_dict()["state"][0]["exp_avg"], moments)
+    trainer.env.close()
+    run_training(*new, run_dir=run_dir)
+    saved = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir / "checkpoints"))
+    assert saved["estimator_extra"]["cv_optimizer"]["param_groups"][0]["lr"] == 0.02
+
+
+def test_resume_applies_the_configured_rmsprop_alpha_and_eps(run_training, make_cfg, tmp_path):
+    from rl_relax.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=400", run_dir=run_dir)
+    trainer = Trainer(make_cfg("total_timesteps=800", "learner.rmsprop_alpha=0.9", "learner.eps=1e-3"), run_dir)
+    trainer.restore(*reversed(ckpt.load_latest_valid(run_dir / "checkpoints")))
+    group = trainer.learner.optimizer.param_groups[0]
+    assert group["alpha"] == 0.9 and group["eps"] == 1e-3
+    trainer.env.close()
+
+
+def test_resume_false_moves_the_earlier_run_aside_instead_of_mixing(run_training, tmp_path):
+    """The old run's higher-step checkpoints used to win the keep_last rotation and delete the new
+    run's own files; evaluate then loaded the old policy."""
+    run_dir = tmp_path / "run"
+    run_training("seed=1", "total_timesteps=1200", "checkpoint.interval_steps=400", run_dir=run_dir)
+    old = _files(run_dir)
+    summary = run_training("seed=2", "total_timesteps=400", "checkpoint.interval_steps=200", "checkpoint.resume=false",
+                           run_dir=run_dir)  # fmt: skip
+    assert summary["seed"] == 2 and summary["timesteps"] == 400
+    assert [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")] == [
+        "ckpt_000000000200.pt", "ckpt_000000000400.pt"]  # fmt: skip
+    assert evaluate(run_dir, episodes=1)["checkpoint"].endswith("ckpt_000000000400.pt")
+    (aside,) = (run_dir / "previous_runs").iterdir()
+    assert {k: v for k, v in _files(aside).items()} == old_moved(old)
+    steps = [s for s, _ in read_scalars(run_dir)["train/value_loss"]]
+    assert steps[-1] == 400 and len(steps) == len(set(steps))  # only the new run's curve in run_dir
+
+
+def old_moved(old: dict) -> dict:
+    """The earlier run's files as they sit after moving: checkpoints, events and summary.json."""
+    from pathlib import Path
+
+    keep = {}
+    for rel, data in old.items():
+        top = rel.parts[0]
+        if top == "checkpoints" or top.startswith("events.out.tfevents") or top == "summary.json":
+            keep[Path(*rel.parts)] = data
+    return keep
+
+
+def test_rerunning_a_finished_run_writes_nothing(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=400", run_dir=run_dir)
+    before = _files(run_dir)
+    summary = run_training("total_timesteps=400", run_dir=run_dir)
+    after = _files(run_dir)
+    after.pop(next(k for k in after if k.name == ".lock"), None)
+    before.pop(next(k for k in before if k.name == ".lock"), None)
+    assert after == before  # no new TensorBoard file, summary.json byte for byte the same
+    assert summary["fps"] > 0 and summary["finished"]
+
+
+def test_resume_keeps_the_point_at_the_resume_step_and_drops_a_crashed_process_ghosts(run_training, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = tmp_path / "run"
+    common = ["logging.interval_steps=40", "checkpoint.interval_steps=200"]
+    run_training("total_timesteps=400", *common, run_dir=run_dir)
+    # A process that crashed after the checkpoint at 400 had logged two more points.
+    ghost = SummaryWriter(str(run_dir), filename_suffix=".ghost")
+    for step in (440, 480):
+        ghost.add_scalar("train/value_loss", 12345.0, step)
+    ghost.close()
+    run_training("total_timesteps=800", *common, run_dir=run_dir)
+    points = read_scalars(run_dir)["train/value_loss"]
+    steps = [s for s, _ in points]
+    assert steps == list(range(40, 801, 40))  # every update once, including 400, the resume step
+    assert 12345.0 not in [v for _, v in points]
+
+
+def test_a_non_finite_control_variate_is_never_checkpointed(make_cfg, tmp_path):
+    """A control variate that blows up between updates (finite loss, non-finite weights) must not
+    reach a checkpoint: resuming from it would diverge at every attempt. The error names cv_lr."""
+    from rl_relax.trainer import Trainer
+
+    run_dir = tmp_path / "run"
+    trainer = Trainer(make_cfg("estimator=relax", "total_timesteps=800", "checkpoint.interval_steps=200"), run_dir)
+    update = trainer.learner.update
+
+    def blowing_up(buf, global_step, diagnostics=False):
+        stats = update(buf, global_step, diagnostics=diagnostics)
+        if global_step == 400:  # right before the checkpoint at 400
+            with torch.no_grad():
+                next(trainer.estimator.cv.parameters()).fill_(float("inf"))
+        return stats
+
+    trainer.learner.update = blowing_up
+    with pytest.raises(TrainingDivergedError, match=r"estimator\.cv\..*Fix: .*estimator\.cv_lr"):
+        trainer.run()
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    assert latest.name == "ckpt_000000000200.pt"  # the last good one
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_a_non_finite_optimizer_state_names_the_learning_rate(make_cfg, tmp_path):
+    from rl_relax.trainer import Trainer
+
+    trainer = Trainer(make_cfg("total_timesteps=400", "checkpoint.interval_steps=200"), tmp_path / "run")
+    update = trainer.learner.update
+
+    def corrupting(buf, global_step, diagnostics=False):
+        stats = update(buf, global_step, diagnostics=diagnostics)
+        if global_step >= 200:
+            for state in trainer.learner.optimizer.state.values():
+                state["square_avg"][0] = float("nan")
+        return stats
+
+    trainer.learner.update = corrupting
+    with pytest.raises(TrainingDivergedError, match=r"learner\.optimizer\.state.*learner\.lr"):
+        trainer.run()
+    assert not (tmp_path / "run" / "checkpoints").exists() or not ckpt.list_checkpoints(
+        tmp_path / "run" / "checkpoints"
+    )
