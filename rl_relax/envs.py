@@ -10,8 +10,10 @@ without any extra forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.resources
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +138,7 @@ def make_vector_env(
     if mode == "auto":
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
     vector_kwargs = {} if mode == "vector_entry_point" else {"autoreset_mode": AutoresetMode.NEXT_STEP}
-    try:
+    with _construction_errors(spec, make_kwargs):
         envs = gym.make_vec(
             spec.id,
             num_envs=num_envs,
@@ -144,22 +146,6 @@ def make_vector_env(
             vector_kwargs=vector_kwargs,
             **make_kwargs,
         )
-    except gym.error.DependencyNotInstalled as exc:
-        extra = _extra_for(spec)
-        fix = f'pip install "rl-relax[{extra}]"' if extra else "install the package it names"
-        raise MissingExtraError(f"{spec.id} needs an optional dependency: {exc}. Fix: {fix}.") from None
-    except ImportError as exc:
-        extra = _extra_for(spec)
-        if extra is None:
-            raise
-        raise MissingExtraError(
-            f'{spec.id} needs the {extra} extra ({exc}). Fix: pip install "rl-relax[{extra}]".'
-        ) from None
-    except TypeError as exc:
-        raise ConfigError(
-            f"env.make_kwargs={make_kwargs} rejected by {spec.id}: {exc}. "
-            "Fix: pass only keyword arguments its constructor accepts."
-        ) from None
 
     if envs.metadata.get("autoreset_mode") != AutoresetMode.NEXT_STEP:
         envs.close()
@@ -179,6 +165,40 @@ def make_vector_env(
         reward_norm = NormalizeReward(wrapped, gamma=reward_gamma)
         wrapped = reward_norm
     return VectorEnvHandle(wrapped, episode_stats, obs_norm, reward_norm)
+
+
+def make_env(env_cfg: Any, render_mode: str | None = None) -> gym.Env:
+    """One plain (unwrapped by us) env of the ``env`` config group, e.g. for evaluation or rendering.
+
+    No normalisation wrappers: :class:`rl_relax.agent.Agent` applies the saved statistics itself.
+    """
+    spec = resolve_spec(env_cfg.id, env_cfg.get("import_module"))
+    make_kwargs = dict(env_cfg.get("make_kwargs") or {})
+    with _construction_errors(spec, make_kwargs):
+        return gym.make(spec.id, render_mode=render_mode, **make_kwargs)
+
+
+@contextlib.contextmanager
+def _construction_errors(spec: gym.envs.registration.EnvSpec, make_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Turn a missing optional dependency or a rejected keyword into a one-line error with its fix."""
+    try:
+        yield
+    except gym.error.DependencyNotInstalled as exc:
+        extra = _extra_for(spec)
+        fix = f'pip install "rl-relax[{extra}]"' if extra else "install the package it names"
+        raise MissingExtraError(f"{spec.id} needs an optional dependency: {exc}. Fix: {fix}.") from None
+    except ImportError as exc:
+        extra = _extra_for(spec)
+        if extra is None:
+            raise
+        raise MissingExtraError(
+            f'{spec.id} needs the {extra} extra ({exc}). Fix: pip install "rl-relax[{extra}]".'
+        ) from None
+    except TypeError as exc:
+        raise ConfigError(
+            f"env.make_kwargs={make_kwargs} rejected by {spec.id}: {exc}. "
+            "Fix: pass only keyword arguments its constructor accepts."
+        ) from None
 
 
 def _check_spaces(envs: VectorEnv, env_id: str) -> None:

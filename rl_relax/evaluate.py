@@ -1,82 +1,79 @@
-"""Evaluate a trained policy: ``python -m rl_relax.evaluate <run dir or checkpoint> [--episodes N]``.
+"""Evaluate a trained policy: ``python -m rl_relax.evaluate <run> [--episodes N] [--video DIR]``.
 
 Runs N complete episodes in one environment built from the run's own config, with the
 observation-normalisation statistics from the checkpoint (frozen), and prints the mean +/- std of
 the raw episode return. Actions are the distribution's mode by default (``--stochastic`` samples).
+``<run>`` is a run directory, a checkpoint file, or a directory holding exactly one run.
+``--video DIR`` records every episode as an MP4 with gymnasium's ``RecordVideo`` (the ``video``
+extra; MuJoCo envs render headless with ``MUJOCO_GL=egl``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from omegaconf import OmegaConf
 
-from rl_relax import checkpoint as ckpt
-from rl_relax.envs import make_vector_env
-from rl_relax.errors import CheckpointError, ConfigError, RlRelaxError
-from rl_relax.networks import make_policy
+from rl_relax.agent import load_agent, resolve_checkpoint
+from rl_relax.errors import ConfigError, MissingExtraError, RlRelaxError
 
+__all__ = ["evaluate", "main", "resolve_checkpoint"]
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        for candidate in (path / "checkpoints", path):
-            latest = ckpt.latest_checkpoint(candidate)
-            if latest is not None:
-                return latest
-        raise CheckpointError(
-            f"{path} holds no checkpoints (expected {path / 'checkpoints'}/ckpt_*.pt). "
-            "Fix: pass a run directory of a run that saved one, or a checkpoint file."
-        )
-    raise CheckpointError(f"{path} does not exist. Fix: pass a run directory or a ckpt_*.pt file.")
+VIDEO_FIX = 'pip install "rl-relax[video]"'
 
 
 def evaluate(
-    path: Path, episodes: int = 10, deterministic: bool = True, seed: int = 12345, device: str = "cpu"
+    path: Path,
+    episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 12345,
+    device: str = "cpu",
+    video_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run ``episodes`` episodes with the checkpointed policy; return returns and their statistics."""
+    """Run ``episodes`` episodes with the checkpointed policy; return returns and their statistics.
+
+    Episode ``i`` is reset with seed ``seed + i``; stochastic actions use a generator seeded with ``seed``.
+    With ``video_dir``, every episode is written there as ``<env id>-episode-<i>.mp4``.
+    """
     if episodes <= 0:
         raise ConfigError(f"--episodes {episodes} must be positive.")
-    ckpt_path = resolve_checkpoint(path)
-    payload = ckpt.load_checkpoint(ckpt_path, map_location=device)
-    cfg = OmegaConf.create(payload["config_yaml"])
-    handle = make_vector_env(cfg.env, num_envs=1, reward_gamma=float(cfg.learner.gamma))
+    if video_dir is not None:
+        if importlib.util.find_spec("moviepy") is None:
+            raise MissingExtraError(f"--video needs moviepy (the video extra). Fix: {VIDEO_FIX}.")
+        # Frames are rendered off-screen: pygame needs no window, MuJoCo without a display needs EGL.
+        # Set before the env (and so mujoco) is first imported; a user's own setting wins.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        if not os.environ.get("DISPLAY"):
+            os.environ.setdefault("MUJOCO_GL", "egl")
+    agent = load_agent(path, device=device, seed=seed)
+    env = agent.make_env(render_mode="rgb_array" if video_dir is not None else None)
+    if video_dir is not None:
+        env = _record_video(env, Path(video_dir), agent.env_id)
+    returns: list[float] = []
+    lengths: list[int] = []
     try:
-        envs = handle.envs
-        policy = make_policy(cfg.policy, envs.single_observation_space, envs.single_action_space).to(device)
-        expected = {k: v for k, v in payload["meta"]["architecture"].items() if k.startswith("policy.")}
-        have = {f"policy.{k}": list(v.shape) for k, v in policy.state_dict().items()}
-        if have != expected:
-            raise CheckpointError(f"checkpoint {ckpt_path} does not match the policy its config describes.")
-        policy.load_state_dict(payload["policy"])
-        handle.load_normalizer_state(payload["normalizers"])
-        handle.freeze_normalizers()
-        rng = np.random.default_rng(seed)
-        obs, _ = envs.reset(seed=seed)
-        returns: list[float] = []
-        lengths: list[int] = []
-        with torch.no_grad():
-            while len(returns) < episodes:
-                out = policy.act(np.asarray(obs, dtype=np.float32).reshape(1, -1), rng, deterministic)
-                obs, _, _, _, infos = envs.step(policy.env_action(out.action))
-                if "_episode" in infos and infos["_episode"][0]:
-                    returns.append(float(infos["episode"]["r"][0]))
-                    lengths.append(int(infos["episode"]["l"][0]))
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic))
+                total += float(reward)
+                length += 1
+                done = terminated or truncated
+            returns.append(total)
+            lengths.append(length)
     finally:
-        handle.close()
-    return {
-        "checkpoint": str(ckpt_path),
-        "env_id": cfg.env.id,
+        env.close()
+    result = {
+        "checkpoint": str(agent.checkpoint),
+        "env_id": agent.env_id,
         "episodes": episodes,
         "deterministic": deterministic,
         "return_mean": float(np.mean(returns)),
@@ -84,23 +81,46 @@ def evaluate(
         "length_mean": float(np.mean(lengths)),
         "returns": returns,
     }
+    if video_dir is not None:
+        result["videos"] = sorted(str(p) for p in Path(video_dir).glob(f"{agent.env_id}-episode-*.mp4"))
+    return result
+
+
+def _record_video(env: Any, video_dir: Path, env_id: str) -> Any:
+    from gymnasium.error import DependencyNotInstalled
+    from gymnasium.wrappers import RecordVideo
+
+    try:
+        return RecordVideo(env, str(video_dir), episode_trigger=lambda _: True, name_prefix=env_id,
+                           disable_logger=True)  # fmt: skip
+    except DependencyNotInstalled as exc:
+        env.close()
+        raise MissingExtraError(f"--video: {exc}. Fix: {VIDEO_FIX}.") from None
+    except OSError as exc:
+        env.close()
+        raise ConfigError(f"--video {video_dir} cannot be created ({exc}). Fix: pass a writable directory.") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rl_relax.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", type=Path, help="run directory (uses its latest checkpoint) or checkpoint file")
+    parser.add_argument("path", type=Path,
+                        help="run directory (uses its latest checkpoint), checkpoint file, or a directory "
+                             "holding exactly one run (e.g. runs/CartPole-v1__relax__seed0)")  # fmt: skip
     parser.add_argument("--episodes", type=int, default=10, help="number of episodes (default 10)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--deterministic", dest="deterministic", action="store_true", default=True,
                       help="act with the distribution's mode (default)")  # fmt: skip
     mode.add_argument("--stochastic", dest="deterministic", action="store_false", help="sample actions")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation env and sampling")
+    parser.add_argument("--seed", type=int, default=12345,
+                        help="episode i resets with seed+i; seeds stochastic actions (default 12345)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="torch device for the policy (default cpu)")
+    video_help = f"write one MP4 per episode to DIR (needs {VIDEO_FIX}; MuJoCo renders with MUJOCO_GL=egl)"
+    parser.add_argument("--video", type=Path, metavar="DIR", default=None, help=video_help)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        result = evaluate(args.path, args.episodes, args.deterministic, args.seed, args.device)
+        result = evaluate(args.path, args.episodes, args.deterministic, args.seed, args.device, args.video)
     except RlRelaxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -113,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             f"over {result['episodes']} episodes ({kind}, mean length {result['length_mean']:.1f}) "
             f"[{result['checkpoint']}]"
         )
+        if "videos" in result:
+            print(f"videos: {len(result['videos'])} MP4 files in {args.video}")
     return 0
 
 
