@@ -435,7 +435,7 @@ class Trainer:
     def _interrupted(self, stop: StopSignals) -> dict[str, Any]:
         """After a stop signal: checkpoint (unless this step has one), mark summary.json, raise."""
         assert stop.signum is not None
-        if self._saved_step != self.global_step:
+        if self._saved_step != self.global_step and self.global_step > 0:
             self.save_checkpoint()
         self.write_summary(finished=False, status="interrupted")
         name = signal_name(stop.signum)

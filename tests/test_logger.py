@@ -54,3 +54,21 @@ def test_progress_never_is_silent(caplog):
     with caplog.at_level(logging.INFO, logger="rl_relax"):
         Progress(10, "never", stream=stream).update(5, 1.0, 1.0, force=True)
     assert stream.getvalue() == "" and not caplog.records
+
+
+def test_closing_never_hangs_on_a_stuck_writer(tmp_path, caplog):
+    """A requeue signal once left TensorBoard's writer stuck and tb.close() blocked the job forever."""
+    import threading
+    import time
+
+    tb = TensorBoardLogger(tmp_path)
+    release = threading.Event()
+    real_close = tb.writer.close
+    tb.writer.close = lambda: release.wait()  # stuck like a writer thread that never drains its queue
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="rl_relax"):
+        assert tb.close(timeout_s=0.2) is False
+    assert time.monotonic() - start < 5
+    assert "did not close within" in caplog.text
+    release.set()
+    real_close()
