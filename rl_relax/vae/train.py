@@ -134,8 +134,13 @@ class VaeTrainer:
             phi_grads = torch.autograd.grad(estimate.variance_loss, phi, allow_unused=True)
             for p, g in zip(phi, phi_grads, strict=True):
                 p.grad = g
-            self.cv_opt.step()
             variance = estimate.variance_loss.item()
+            if not math.isfinite(variance) or not all(torch.isfinite(g).all() for g in phi_grads if g is not None):
+                raise TrainingDivergedError(
+                    f"the control variate's variance objective became {variance} (or its gradient non-finite). "
+                    "Fix: lower lr or estimator.cv_lr_scale."
+                )
+            self.cv_opt.step()
         for p, g in zip(model_params, grads, strict=True):
             p.grad = -g  # ascend the ELBO
         self.model_opt.step()
