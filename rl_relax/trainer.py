@@ -91,9 +91,9 @@ def make_estimator(estimator_cfg: DictConfig) -> Estimator:
     return estimator
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any], intact: Path | None = None) -> None:
     """Atomic, uniquely named temporary file; a full disk is a one-line :class:`StorageError`."""
-    ckpt.write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), "summary")
+    ckpt.write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode(), "summary", intact)
 
 
 def _optimizer_states(tree: Any, prefix: str = "") -> dict[str, dict]:
@@ -343,7 +343,7 @@ class Trainer:
 
     def write_summary(self, finished: bool, status: str = "ok") -> dict[str, Any]:
         data = self.summary(finished, status)
-        write_json_atomic(self.run_dir / "summary.json", data)
+        write_json_atomic(self.run_dir / "summary.json", data, ckpt.latest_checkpoint(self.ckpt_dir))
         return data
 
     # ----------------------------------------------------------------------------- the loop

@@ -3,6 +3,7 @@ traceback, and nothing already written is lost."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,82 @@ def test_train_then_evaluate_from_the_command_line(tmp_path):
     ev = cli(str(run_dir), "--episodes", "2", module="rl_relax.evaluate")
     assert ev.returncode == 0, ev.stderr
     assert "CartPole-v1: return" in ev.stdout and "over 2 episodes (deterministic" in ev.stdout
+
+
+# ----------------------------------------------------------------------------- issue 16: every bad value is one line
+ISSUE_16_VALUES = [
+    (["learner.rmsprop_alpha=2"], "learner.rmsprop_alpha=2 must be in [0, 1)"),
+    (["learner.eps=abc"], "learner.eps='abc' must be a number >= 0"),
+    (["variance.ema_decay=abc"], "variance.ema_decay='abc' must be in (0, 1)"),
+    (["variance.interval_steps=nan"], "variance.interval_steps=nan must be an integer >= 0"),
+    (["seed=1.5"], "seed=1.5 must be an integer"),
+    (["learner.num_steps=1000000000000"], "learner.num_steps=1000000000000 must be at most 16,777,216"),
+    (["experiment=CartPole_relax", "estimator=baseline"], "estimator.cv_lr=0.01 is not a setting of estimator"),
+    (["estimator=relax", "estimator.cv_lr=abc"], "estimator.cv_lr='abc' must be a positive number"),
+]
+
+
+def test_bad_values_from_the_command_line_are_one_line_without_traceback(tmp_path):
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "rl_relax.train", *overrides, f"hydra.run.dir={tmp_path / str(i)}"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i, (overrides, _) in enumerate(ISSUE_16_VALUES)
+    ]  # fmt: skip
+    for proc, (overrides, message) in zip(procs, ISSUE_16_VALUES, strict=True):
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 2, (overrides, out)
+        assert "Traceback" not in out and message in out, (overrides, out)
+        (line,) = [x for x in out.splitlines() if "error:" in x]
+        assert "Fix:" in line
+
+
+def exploding_estimator(name: str = "x", hidden_sizes=(64,)):
+    raise ValueError("phi needs at least one hidden layer")
+
+
+def test_an_estimator_constructor_error_keeps_its_cause():
+    from rl_relax.trainer import make_estimator
+
+    cfg = OmegaConf.create({"_target_": "tests.test_cli.exploding_estimator", "name": "x"})
+    with pytest.raises(ConfigError, match=r"ValueError: phi needs at least one hidden layer\. Fix:"):
+        make_estimator(cfg)
+
+
+@pytest.mark.skipif(
+    not Path("/sys").is_dir() or (os.access("/sys", os.W_OK) and os.geteuid() != 0),
+    reason="needs a directory this process cannot create entries in (/sys)",
+)
+def test_an_unwritable_run_directory_is_one_line_with_exit_code_4():
+    proc = cli("total_timesteps=400", "hydra.run.dir=/sys/rl_relax_cannot_write_here")
+    out = assert_clean_failure(proc, "cannot write to the run directory /sys/rl_relax_cannot_write_here", "Fix:")
+    assert proc.returncode == 4 and len(out.strip().splitlines()) == 1, out
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(make_cfg, tmp_path, monkeypatch):
+    import errno
+
+    from rl_relax import checkpoint as ckpt
+    from rl_relax.errors import StorageError
+    from rl_relax.train import train
+
+    run_dir = tmp_path / "run"
+    real_fdopen = os.fdopen
+    writes = []
+
+    def filling_up(fd, mode="r", *args, **kwargs):
+        writes.append(mode)
+        if len(writes) > 2:  # a checkpoint and summary.json, then the disk is full
+            os.close(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", filling_up)
+    with pytest.raises(StorageError) as info:
+        train(make_cfg("total_timesteps=2000", "checkpoint.interval_steps=400"), run_dir)
+    message = str(info.value)
+    assert "\n" not in message and "No space left on device" in message and "ckpt_000000000400.pt is intact" in message
+    assert info.value.exit_code == 4
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert files == ["ckpt_000000000400.pt"]  # no temporary file left behind
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert ckpt.load_checkpoint(run_dir / "checkpoints" / files[0])["counters"]["global_step"] == 400
