@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
@@ -80,7 +81,36 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_module("rl_relax.configs", version_base="1.3"):
             return compose("train", overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError(_one_line(exc) + " Fix: check the key against configs/train.yaml.") from None
+        raise _composition_error(exc) from None
+
+
+def _composition_error(exc: BaseException) -> ConfigError:
+    """Hydra's composition errors as one line with the fix (without its ``+key`` hint: a key that
+    is not in the config is a typo here, not something to add)."""
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, name = exc.missing_cfg_file.rpartition("/")
+        return ConfigError(f"unknown {group} option {name!r}. Fix: {group}=<one of: {', '.join(exc.options)}>.")
+    unknown = re.search(r"Could not override '([^']+)'", str(exc))
+    if unknown and "not in struct" in f"{exc} {exc.__cause__}":
+        key = unknown.group(1)
+        with initialize_config_module("rl_relax.configs", version_base="1.3"):
+            known = _leaf_keys(compose("train"))
+        close = difflib.get_close_matches(key, known, n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        return ConfigError(
+            f"unknown setting {key!r}: the config has no such key.{hint} "
+            "Fix: check its spelling; every key is documented in configs/train.yaml and configs/env/*.yaml."
+        )
+    return ConfigError(_one_line(exc) + " Fix: check the setting against configs/train.yaml.")
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of a config's leaves: ``learner.lr``, ``env.num_envs``, ..."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=False)
+    if not isinstance(node, dict) or not node:
+        return [prefix]
+    return [key for name, child in node.items() for key in _leaf_keys(child, f"{prefix}.{name}" if prefix else name)]
 
 
 def _one_line(exc: BaseException) -> str:
