@@ -204,7 +204,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=12000)
+    parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--eval-interval", type=int, default=500)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "vae")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "vae_benchmark")
