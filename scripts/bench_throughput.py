@@ -11,10 +11,13 @@ gradient step) on the CPU with one torch thread:
 Each run also reports its process's peak resident memory.
 
 Runs alternate between implementations in fresh subprocesses, so machine noise hits all alike; the
-tables report medians and ratios. Output: ``results/throughput.{md,csv}``.
+tables report medians and ratios. Output: ``throughput.{md,csv}`` in a new
+``outputs/bench_throughput/<date_time>/``, in ``--out DIR``, or with ``--update-committed`` in the
+committed ``results/``.
 
     python scripts/bench_throughput.py                 # 5 runs each
     python scripts/bench_throughput.py --runs 3 --scale 0.5
+    python scripts/bench_throughput.py --runs 10 --scale 1.0 --update-committed   # results/throughput.*
 
 Needs the bench extra (stable-baselines3): pip install -e ".[bench,mujoco]".
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -35,7 +39,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results"
 OURS = """
 import json, sys, torch
 from hydra import compose, initialize_config_module
@@ -112,8 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per case (seeds 0..runs-1)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every run's env steps")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
+    args.out = output_dir.resolve(parser, args, "bench_throughput", COMMITTED)
+    if importlib.util.find_spec("stable_baselines3") is None:
+        parser.exit(2, 'error: the benchmark compares with stable-baselines3, which is not installed. '
+                       'Fix: pip install -e ".[bench,mujoco]"\n')  # fmt: skip
 
     todo = cases(args.scale)
     for case in todo:
@@ -140,7 +152,8 @@ def main() -> None:
     lines = [
         "# Training throughput: rl_relax estimators vs stable-baselines3 A2C (8 envs x 5 steps, CPU, 1 thread)",
         "",
-        f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}`  ",
+        f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}"
+        f"{output_dir.command_suffix(args)}`  ",
         f"Date: {dt.date.today().isoformat()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {_versions()}  ",
         f"Seeds: 0..{args.runs - 1}; implementations alternate in fresh processes; medians of env-steps/s.  ",
@@ -173,6 +186,7 @@ def main() -> None:
     lines.append("")
     (args.out / "throughput.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    print(f"wrote {args.out / 'throughput'}.{{md,csv}}")
 
 
 def _paired(a: dict, b: dict) -> float:

@@ -2,10 +2,13 @@
 
     python scripts/check_learning.py --env CartPole --seeds 0 1 2 3 4
     python scripts/check_learning.py --env Pendulum --seeds 0 1 2 -- learner.lr=1e-3   # extra overrides
+    python scripts/check_learning.py --env CartPole --seeds 0 1 2 3 4 --update-committed  # results/
 
 Each run is ``python -m rl_relax.train env=<env> estimator=<estimator> seed=<s> <overrides>`` in
-its own run directory under ``--runs-dir``; the table (Markdown and CSV) goes to
-``results/learning_<env>_<estimator>.{md,csv}`` with the command, date, machine and seeds.
+its own run directory under ``--runs-dir``; the table (Markdown and CSV),
+``learning_<env>_<estimator>.{md,csv}`` with the command, date, machine and seeds, goes to a new
+``outputs/check_learning/<date_time>/``, to ``--out DIR``, or with ``--update-committed`` to the
+committed ``results/``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results"
 
 
 def variance_columns(run_dir: Path, steps_to_solve: int | None) -> dict:
@@ -52,9 +60,10 @@ def main() -> None:
     parser.add_argument("--estimator", default="baseline")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "check_learning")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    output_dir.add_arguments(parser, COMMITTED)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (after --)")
     args = parser.parse_args()
+    args.out = output_dir.resolve(parser, args, "check_learning", COMMITTED)
 
     rows = []
     for seed in args.seeds:
@@ -73,6 +82,7 @@ def main() -> None:
               f"{summary['episodes_to_solve']}, steps to solve {summary['steps_to_solve']}, "
               f"{summary['fps']:.0f} fps", flush=True)  # fmt: skip
 
+    output_dir.refuse_empty(rows, "runs", "pass --seeds.")
     finals = [r["final_return_mean"] for r in rows]
     solved = [r for r in rows if r["episodes_to_solve"] is not None]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -87,7 +97,7 @@ def main() -> None:
         writer.writerows(rows)
     extra = ["--", *args.overrides] if args.overrides else []
     head = ["python scripts/check_learning.py", f"--env {args.env}", f"--estimator {args.estimator}", "--seeds"]
-    command = " ".join([*head, *map(str, args.seeds), *extra])
+    command = " ".join([*head, *map(str, args.seeds)]) + output_dir.command_suffix(args) + " ".join(["", *extra])
     lines = [
         f"# {rows[0]['env_id']} with estimator={args.estimator}: does the shipped config learn?",
         "",
@@ -131,6 +141,7 @@ def main() -> None:
     ]
     (args.out / f"{stem}.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    print(f"wrote {args.out / stem}.{{md,csv}}")
 
 
 if __name__ == "__main__":

@@ -3,16 +3,21 @@
     python scripts/paper_table.py                      # train every row (5 seeds each), then tabulate
     python scripts/paper_table.py --rows CartPole_relax --jobs 2
     python scripts/paper_table.py --tabulate-only      # rebuild table and plots from runs/paper/
+    python scripts/paper_table.py --tabulate-only --update-committed   # ... into the committed results/
+
+Output goes to a new ``outputs/paper_table/<date_time>/``, to ``--out DIR``, or with
+``--update-committed`` to the committed ``results/``; without finished runs nothing is written and the
+script exits with an error.
 
 Each row is one Hydra multirun, ``python -m rl_relax.train -m experiment=<env>_<estimator> seed=0,1,2,3,4``
 (the experiment config holds the paper's protocol and the values scripts/search_hparams.py selected on
 seeds 100-102). Writes:
 
-- ``results/paper_table.{md,csv}``: episodes and environment steps to solve (mean, std over the seeds that
+- ``paper_table.{md,csv}``: episodes and environment steps to solve (mean, std over the seeds that
   solved, and how many did), with the paper's numbers beside ours, plus the final return and the gradient
   variance measured with the paper's protocol (median over training of ``grad/log_variance_sampled``, and
   of the ratio to the baseline estimator's variance at the same policy while the task is not yet solved);
-- ``results/paper/<env>.png``: returns against episodes and against steps (mean over seeds, band = 25th to
+- ``paper/<env>.png``: returns against episodes and against steps (mean over seeds, band = 25th to
   75th percentile, as in the paper's Fig. 5) and the sampled gradient log-variance over training (band =
   +/- 1 std), baseline against relax/lax.
 """
@@ -37,6 +42,9 @@ sys.path.insert(0, str(ROOT))
 from omegaconf import OmegaConf  # noqa: E402
 
 from rl_relax.summarize import Run, find_runs, read_scalars  # noqa: E402
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results"
 
 SEEDS = (0, 1, 2, 3, 4)
 # (env option, estimator) -> the paper's Table 2 entry: mean +/- std "episodes to solve" over 5 seeds.
@@ -245,15 +253,16 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", default=ROWS + MATCHED_ROWS, choices=ROWS + MATCHED_ROWS,
                         help="which rows to train")  # fmt: skip
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "paper")
-    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    output_dir.add_arguments(parser, COMMITTED)
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     parser.add_argument("--tabulate-only", action="store_true", help="skip training; tabulate existing runs")
     args = parser.parse_args()
+    args.out = output_dir.resolve(parser, args, "paper_table", COMMITTED)
 
     if not args.tabulate_only:
         for row in args.rows:
             train(row, args.runs_dir, args.jobs)
-    rows, settings, by_env = [], [], {}
+    rows, settings, by_env, skipped = [], [], {}, []
     for row in sorted(ROWS + MATCHED_ROWS, key=lambda name: (name.split("_")[0], name)):
         env, estimator = row.split("_")[:2]
         matched = row in MATCHED_ROWS
@@ -263,7 +272,7 @@ def main() -> None:
         done = ("finished", "diverged")
         runs = sorted((r for r in find_runs(sweep) if r.status in done), key=lambda r: r.seed) if sweep.is_dir() else []
         if not runs:
-            print(f"no finished runs for {row} in {sweep}; skipped", file=sys.stderr)
+            skipped.append(f"no finished runs for {row} in {sweep}; skipped")
             continue
         for r in runs:
             r.scalars = read_scalars(r.path, TAGS)
@@ -271,11 +280,16 @@ def main() -> None:
         rows.append(row_stats(env, estimator, runs, label))
         settings.append(f"{MATCHED[env]}'s" if matched else "own search")
         by_env.setdefault(env, {})[f"{estimator} ({MATCHED[env]}'s settings)" if matched else estimator] = runs
+    output_dir.refuse_empty(rows, f"finished runs in {args.runs_dir}",
+                            "train the rows first (without --tabulate-only), or pass --runs-dir.")  # fmt: skip
+    for line in skipped:
+        print(line, file=sys.stderr)
     (args.out / "paper").mkdir(parents=True, exist_ok=True)
-    write_table(rows, settings, args.out, "python scripts/paper_table.py")
+    write_table(rows, settings, args.out, "python scripts/paper_table.py" + output_dir.command_suffix(args))
     for env, runs_by_estimator in by_env.items():
         plot_env(env, runs_by_estimator, args.out / "paper" / f"{env}.png")
     print((args.out / "paper_table.md").read_text())
+    print(f"wrote {args.out / 'paper_table'}.{{md,csv}} and {args.out / 'paper'}/")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python scripts/search_hparams.py --env CartPole --estimator relax          # run the grid, then select
     python scripts/search_hparams.py --env CartPole --estimator relax --select-only   # re-select from runs
+    python scripts/search_hparams.py --env CartPole --estimator relax --update-committed  # commit the choice
 
 Procedure (the same for every estimator, so that baseline gets the same budget as relax/lax):
 
@@ -16,10 +17,12 @@ Procedure (the same for every estimator, so that baseline gets the same budget a
 - Selection: most selection seeds solved, then the lowest mean episodes to solve over those seeds
   (a run that never solves counts as the episodes it used, so it never looks better than one that does).
 
-Writes ``results/search/<env>_<estimator>.{md,csv}`` (every configuration, ranked, with the command,
-date, machine and seeds) and the selected values as ``configs/experiment/<env>_<estimator>.yaml``
-(the protocol plus the selection); ``tests/test_experiments.py`` checks that the committed experiment
-configs match the committed selection.
+Writes ``<env>_<estimator>.{md,csv}`` (every configuration, ranked, with the command, date, machine
+and seeds) and the selected values as the experiment config ``<env>_<estimator>.yaml`` (the protocol
+plus the selection) to a new ``outputs/search_hparams/<date_time>/`` or ``--out DIR``; with
+``--update-committed`` the table goes to the committed ``results/search/`` and the config to
+``configs/experiment/``. ``tests/test_experiments.py`` checks that the committed experiment configs
+match the committed selection.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rl_relax.summarize import find_runs  # noqa: E402
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results" / "search"
 
 SELECTION_SEEDS = (100, 101, 102)
 # The paper's discrete learning-rate grid. Its continuous A2C grid, {0.03, 0.003, 0.0003}, is wider than
@@ -119,7 +125,14 @@ def select(env: str, estimator: str, sweep_dir: Path) -> list[dict]:
     seeds, _ = SEARCH_BUDGET[env]
     missing = [r for r in rows if r["runs"] != len(seeds)]
     if missing:
-        raise SystemExit(f"error: {len(missing)} configurations lack runs in {sweep_dir}: {missing}")
+        names = "; ".join(
+            " ".join(f"{k}={r[k]}" for k in grid) + f" ({r['runs']}/{len(seeds)} runs)" for r in missing[:3]
+        )
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise SystemExit(
+            f"error: {len(missing)} configurations lack runs in {sweep_dir}: {names}{more}; nothing was written. "
+            "Fix: run the grid first (without --select-only), or pass --runs-dir."
+        )
     rows.sort(key=lambda r: (-r["solved"], r["episodes_cost_mean"]))
     return rows
 
@@ -189,24 +202,26 @@ def main() -> None:
     parser.add_argument("--env", required=True, choices=sorted({e for e, _ in GRIDS}))
     parser.add_argument("--estimator", required=True, choices=sorted({e for _, e in GRIDS}))
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "search")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "search")
+    output_dir.add_arguments(parser, COMMITTED)
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     parser.add_argument("--select-only", action="store_true", help="skip training; select from existing runs")
     args = parser.parse_args()
     if (args.env, args.estimator) not in GRIDS:
         parser.error(f"no grid for {args.env}/{args.estimator}; grids: {sorted(GRIDS)}")
+    args.out = output_dir.resolve(parser, args, "search_hparams", COMMITTED)
 
     sweep_dir = args.runs_dir / f"{args.env}_{args.estimator}"
     if not args.select_only:
         run_grid(args.env, args.estimator, sweep_dir, args.jobs)
     rows = select(args.env, args.estimator, sweep_dir)
     command = f"python scripts/search_hparams.py --env {args.env} --estimator {args.estimator}"
-    write(args.env, args.estimator, rows, command, args.out)
+    write(args.env, args.estimator, rows, command + output_dir.command_suffix(args), args.out)
     best = rows[0]
-    write_experiment(
-        args.env, args.estimator, best, ROOT / "configs" / "experiment" / f"{args.env}_{args.estimator}.yaml"
-    )
+    experiments = ROOT / "configs" / "experiment" if args.update_committed else args.out
+    experiment = experiments / f"{args.env}_{args.estimator}.yaml"
+    write_experiment(args.env, args.estimator, best, experiment)
     print("selected:", " ".join(f"{k}={best[k]}" for k in GRIDS[(args.env, args.estimator)]))
+    print(f"wrote {args.out / f'{args.env}_{args.estimator}'}.{{md,csv}} and {experiment}")
 
 
 if __name__ == "__main__":

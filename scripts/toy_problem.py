@@ -10,7 +10,8 @@ the logit starts at 0, one sample per step, Adam(lr 0.01) for theta and for the 
 samples. Estimators: REINFORCE (no baseline), Concrete (temperature 0.5, biased), REBAR (eta and
 temperature learned), RELAX (a learned control variate c(z) = s * NN(sigma_lambda(z)), s starting at 0).
 
-    python scripts/toy_problem.py                       # writes results/toy/
+    python scripts/toy_problem.py                       # writes a new outputs/toy_problem/<date_time>/
+    python scripts/toy_problem.py --update-committed    # replaces the committed results/toy/
     python scripts/toy_problem.py --steps 500 --out /tmp/toy
 
 Outputs: toy_t0499.csv (step, estimator, theta, loss, log_variance), loss.png, log_variance.png,
@@ -23,6 +24,7 @@ import argparse
 import csv
 import datetime as dt
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +32,11 @@ import torch
 from rl_relax import toolkit as tk
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results" / "toy"
 ESTIMATORS = ("REINFORCE", "Concrete", "REBAR", "RELAX")
 
 
@@ -98,8 +105,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--target", type=float, default=0.499)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "toy")
+    output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
+    args.out = output_dir.resolve(parser, args, "toy_problem", COMMITTED)
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = []
@@ -130,7 +138,7 @@ def main() -> None:
                 f"# Toy problem: minimise E[(b - {args.target})^2], b ~ Bernoulli(theta)",
                 "",
                 f"Command: `python scripts/toy_problem.py --steps {args.steps} --target {args.target} "
-                f"--seed {args.seed}`  ",
+                f"--seed {args.seed}{output_dir.command_suffix(args)}`  ",
                 f"Date: {dt.date.today().isoformat()}  ",
                 f"Machine: {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, CPU  ",
                 f"Seed: {args.seed} (training noise), {args.seed + 1} (variance measurements)",
@@ -147,6 +155,7 @@ def main() -> None:
             ]
         )
     )
+    print(f"wrote {args.out}")
 
 
 def plot_curves(rows: list[dict], args: argparse.Namespace) -> None:

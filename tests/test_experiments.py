@@ -104,6 +104,29 @@ def test_search_selection_prefers_reliability_then_speed(tmp_path, monkeypatch):
         assert [r["selected"] for r in csv.DictReader(fh)] == ["True", "False", "False"]
 
 
+def test_search_writes_its_selection_to_the_output_directory_not_to_the_committed_configs(tmp_path, monkeypatch):
+    search = load_script("search_hparams")
+    monkeypatch.setitem(search.GRIDS, ("CartPole", "relax"), {"learner.lr": [0.1, 0.2]})
+    monkeypatch.setitem(search.SEARCH_BUDGET, "CartPole", ((1,), None))
+    committed = ROOT / "configs" / "experiment" / "CartPole_relax.yaml"
+    before = committed.read_bytes()
+    for lr, episodes in ((0.1, 50), (0.2, 30)):
+        _fake_run(tmp_path / "runs" / "CartPole_relax", f"lr={lr}", 1, [f"learner.lr={lr}", "seed=1"],
+                  {"episodes_to_solve": episodes, "episodes": episodes})  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["search_hparams.py", "--env", "CartPole", "--estimator", "relax", "--select-only",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    search.main()
+    assert committed.read_bytes() == before
+    written = OmegaConf.load(out / "CartPole_relax.yaml")
+    assert written.learner.lr == 0.2 and "paper_CartPole" in written.defaults
+    assert (
+        f"Command: `python scripts/search_hparams.py --env CartPole --estimator relax --out {out}`"
+        in (out / "CartPole_relax.md").read_text()
+    )
+
+
 def test_search_refuses_an_incomplete_grid(tmp_path, monkeypatch):
     search = load_script("search_hparams")
     monkeypatch.setitem(search.GRIDS, ("X", "relax"), {"learner.lr": [0.1, 0.2]})
