@@ -71,6 +71,7 @@ def test_a_local_file_trains(tmp_path):
         ("lr=-1", "lr=-1"),
         ("data.name=file", "needs data.path"),
         ("eval.variance_samples=1", "variance_samples"),
+        ("logging.progress=sometimes", "logging.progress='sometimes'"),
     ],
 )
 def test_bad_config_values_name_the_fix(tmp_path, override, message):
