@@ -252,6 +252,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path} is corrupt: its content does not match its sha256 checksum "
             f"(a damaged or modified file). {fix}"
         )
+    bad = non_finite_entries(payload)
+    if bad:  # never written by rl_relax: a forged or hand-edited file
+        raise CheckpointError(f"checkpoint {path} holds non-finite values ({', '.join(bad[:3])}). {fix}")
     return payload
 
 

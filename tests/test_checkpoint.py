@@ -260,3 +260,13 @@ def test_fallback_skips_a_corrupt_newest_checkpoint(tmp_path):
     assert path.name == "ckpt_000000000100.pt" and loaded["step"] == 100
     assert (tmp_path / "ckpt_000000000200.pt.corrupt").read_bytes() == bytes(data)
     assert ckpt.load_latest_valid(tmp_path / "nothing_here") is None
+
+
+def test_a_forged_checkpoint_with_a_valid_checksum_but_non_finite_weights_is_refused(tmp_path):
+    forged = real_payload()
+    forged["policy"]["0.weight"][0, 0] = float("nan")
+    forged["sha256"] = ckpt.content_digest(forged)
+    path = tmp_path / "ckpt_000000000100.pt"
+    torch.save(forged, path)
+    with pytest.raises(CheckpointError, match=r"non-finite values \(policy\.0\.weight\)"):
+        ckpt.load_checkpoint(path)
