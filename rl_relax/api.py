@@ -31,7 +31,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from rl_relax.errors import ConfigError
+from rl_relax.errors import ConfigError, StorageError
 
 log = logging.getLogger("rl_relax")
 
@@ -44,7 +44,7 @@ class TrainResult:
 
     summary: dict[str, Any]
     run_dir: Path
-    config: DictConfig  # the resolved config the run trained with
+    config: DictConfig  # the config the run trained with (as in .hydra/config.yaml)
 
 
 def hydra_value(value: Any) -> str:
@@ -146,7 +146,7 @@ def train_agent(
 
     Returns:
         :class:`TrainResult`: ``summary`` (``summary.json``: final return, episodes to solve, ...),
-        ``run_dir`` and the resolved ``config``.
+        ``run_dir`` and the ``config``.
 
     Raises:
         rl_relax.errors.RlRelaxError: bad settings (unknown key or option, invalid value), a corrupt
@@ -176,12 +176,16 @@ def train_agent(
     with read_write(task), open_dict(task):
         del task["hydra"]
 
-    directory.mkdir(parents=True, exist_ok=True)
     meta = directory / ".hydra"
-    meta.mkdir(exist_ok=True)
-    OmegaConf.save(task, meta / "config.yaml")
-    OmegaConf.save(OmegaConf.create({"hydra": hydra_node}), meta / "hydra.yaml")
-    OmegaConf.save(OmegaConf.create(list(hydra_node.overrides.task)), meta / "overrides.yaml")
+    try:
+        meta.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(task, meta / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_node}), meta / "hydra.yaml")
+        OmegaConf.save(OmegaConf.create(list(hydra_node.overrides.task)), meta / "overrides.yaml")
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the run directory {directory} ({exc.strerror or exc}). Fix: pass a writable run_dir=..."
+        ) from None
 
     with _run_logging(directory / "train.log", verbose):
         summary = train(task, directory)

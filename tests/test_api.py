@@ -12,7 +12,7 @@ import yaml
 
 from rl_relax import TrainResult, load_agent, train_agent
 from rl_relax.api import hydra_value, to_overrides
-from rl_relax.errors import ConfigError
+from rl_relax.errors import ConfigError, StorageError
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = {"logging__progress": "never"}
@@ -89,3 +89,9 @@ def test_the_rl_relax_logger_is_restored_after_a_run(tmp_path):
     before = (logger.level, logger.propagate, list(logger.handlers))
     train_agent(run_dir=tmp_path / "run", total_timesteps=200, verbose=False, **QUIET)
     assert (logger.level, logger.propagate, list(logger.handlers)) == before
+
+
+def test_an_unwritable_run_directory_is_a_storage_error(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(StorageError, match=r"cannot write the run directory .*a_file/run .*Fix: pass a writable"):
+        train_agent(run_dir=tmp_path / "a_file" / "run", total_timesteps=200, **QUIET)
