@@ -47,8 +47,13 @@ class RolloutBuffer:
         self.terminated_np = np.zeros((t, n), dtype=bool)
         self.truncated_np = np.zeros((t, n), dtype=bool)
         self.valid_np = np.ones((t, n), dtype=bool)
+        self.episode_step_np = np.zeros((t, n), dtype=np.int64)  # position in the episode, -1 on reset slots
         self.actions_np = np.zeros((t, n, *policy.action_shape), dtype=policy.action_dtype)
         self.noise_np = {k: np.zeros((t, n, *s), dtype=np.float32) for k, s in noise_shapes.items()}
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` on the buffer's device (zero-copy on the CPU)."""
+        return self._tensor(array)
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(array)
@@ -93,11 +98,13 @@ class RolloutCollector:
         self.extra_noise = extra_noise
         self._next_obs: np.ndarray | None = None
         self._reset_pending = np.zeros(buffer.num_envs, dtype=bool)
+        self._episode_step = np.zeros(buffer.num_envs, dtype=np.int64)
 
     def start(self, obs: np.ndarray) -> None:
         """Begin from freshly reset observations."""
         self._next_obs = obs
         self._reset_pending = np.zeros(self.buffer.num_envs, dtype=bool)
+        self._episode_step = np.zeros(self.buffer.num_envs, dtype=np.int64)
 
     def collect(self) -> EpisodeRecord:
         """Fill the buffer with ``num_steps`` vector steps; return the episodes that ended."""
@@ -131,4 +138,10 @@ class RolloutCollector:
         np.logical_not(self._reset_pending, out=buf.valid_np[0])
         np.logical_not(done[:-1], out=buf.valid_np[1:])
         self._reset_pending = done[-1]
+        # Position in the episode: counts valid steps, restarts after each end, -1 on reset slots.
+        position = self._episode_step
+        for t in range(buf.num_steps):
+            buf.episode_step_np[t] = np.where(buf.valid_np[t], position, -1)
+            position = np.where(done[t], 0, position + buf.valid_np[t])
+        self._episode_step = position
         return episodes

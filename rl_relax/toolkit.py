@@ -19,7 +19,8 @@ RELAX              (f(b) - c(z~)) d log p(b) + d c(z) - d c(z~),  b = H(z), z~ ~
 LAX                (f(b) - c(b)) d log p(b) + d c(b),  b = T(theta, eps) (Gaussian)             yes
 =================  =========================================================================  ========
 
-(Grathwohl et al. 2018, Sec. 2-3 and App. A-B.) The control variate's parameters phi are trained
+(Grathwohl et al. 2018, Sec. 2-3 and App. A-B.) The formulas themselves live in
+:mod:`rl_relax.surrogates`, shared with the RL estimators. The control variate's parameters phi are trained
 with :func:`variance_loss`, the single-sample estimate ||g||^2 of the variance whose phi-gradient is
 d Var(g) / d phi for any unbiased estimator.
 """
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rl_relax import surrogates
 from rl_relax.samplers import (
     conditional_bernoulli,
     conditional_gumbel,
@@ -132,8 +134,7 @@ def reinforce(
     """Score function: (f(b) - baseline) d log p(b). The baseline must not depend on b."""
     b = dist.sample(noise) if isinstance(dist, Gaussian) else dist.hard(dist.relaxed(noise))
     b = b.detach()
-    weight = (f(b) - baseline).detach()
-    return _reduce(weight * dist.log_prob(b), reduction)
+    return _reduce(surrogates.score_function(dist.log_prob(b), f(b) - baseline), reduction)
 
 
 def reparameterization(f: Function, dist: Gaussian, noise: Noise, reduction: str = "mean") -> torch.Tensor:
@@ -159,9 +160,8 @@ def relax(
     z = dist.relaxed(noise)
     b = dist.hard(z).detach()
     z_tilde = dist.conditional(b, noise)
-    weight = f(b).detach() - control_variate(z_tilde.detach())
-    per_sample = weight * dist.log_prob(b) + control_variate(z) - control_variate(z_tilde)
-    return _reduce(per_sample, reduction)
+    c_z, c_z_tilde, c_z_tilde_fixed = control_variate(z), control_variate(z_tilde), control_variate(z_tilde.detach())
+    return _reduce(surrogates.relax(dist.log_prob(b), f(b), c_z, c_z_tilde, c_z_tilde_fixed), reduction)
 
 
 def rebar(
@@ -176,19 +176,12 @@ def lax(f: Function, dist: Gaussian, noise: Noise, control_variate: Function, re
     """LAX for a reparameterisable variable: (f(b) - c(b)) d log p(b) + d c(b), at the same b."""
     x = dist.sample(noise)
     x_fixed = x.detach()
-    weight = f(x_fixed).detach() - control_variate(x_fixed)
-    return _reduce(weight * dist.log_prob(x_fixed) + control_variate(x), reduction)
+    log_prob = dist.log_prob(x_fixed)
+    return _reduce(surrogates.lax(log_prob, f(x_fixed), control_variate(x), control_variate(x_fixed)), reduction)
 
 
-def variance_loss(surrogate: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """||g||^2 with g = d surrogate / d params, differentiable in the control variate's parameters.
-
-    Returns (loss, g detached). Minimising the loss over phi minimises Var(g) (the mean of g does not
-    depend on phi for an unbiased estimator). Step theta with g and phi with d loss / d phi.
-    """
-    grads = torch.autograd.grad(surrogate, list(params), create_graph=True)
-    loss = torch.stack([g.square().sum() for g in grads]).sum()
-    return loss, [g.detach() for g in grads]
+#: ||g||^2, differentiable in phi (step theta with g and phi with its gradient); see rl_relax.surrogates.
+variance_loss = surrogates.variance_loss
 
 
 class ControlVariate(nn.Module):

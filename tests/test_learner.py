@@ -1,102 +1,91 @@
-"""The A2C update computes the gradient of the documented loss, whatever shortcuts it takes."""
+"""The A2C update computes the gradient of the documented loss, whatever shortcuts it takes; every
+estimator's update (control variate included) equals the plain autograd computation; and every
+estimator has the same expectation, whatever V and c_phi are."""
 
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from rl_relax.estimators.baseline import BaselineEstimator
-from rl_relax.learner import A2CLearner
-from rl_relax.networks import CategoricalPolicy, ValueNet
+from rl_relax.estimators.lax import LaxEstimator
+from rl_relax.estimators.relax import RelaxEstimator
 from rl_relax.returns import gae
-from rl_relax.rollout import RolloutBuffer
-
-T, N, OBS_DIM, NUM_ACTIONS = 5, 4, 3, 3
-
-
-def learner_cfg(**overrides):
-    cfg = {
-        "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.0, "vf_coef": 0.5, "normalize_advantage": False,
-        "lr_schedule": "constant", "optimizer": "rmsprop", "lr": 7e-4, "rmsprop_alpha": 0.99, "eps": 1e-5,
-        "max_grad_norm": None, "adam_betas": [0.9, 0.999],
-    }  # fmt: skip
-    cfg.update(overrides)
-    return OmegaConf.create(cfg)
-
-
-def filled_buffer(policy, seed=0) -> RolloutBuffer:
-    """A rollout with terminations, truncations and NEXT_STEP reset slots."""
-    rng = np.random.default_rng(seed)
-    buf = RolloutBuffer(T, N, OBS_DIM, policy, {}, torch.device("cpu"))
-    buf.obs_np[:] = rng.normal(size=buf.obs_np.shape)
-    buf.actions_np[:] = rng.integers(NUM_ACTIONS, size=(T, N))
-    buf.rewards_np[:] = rng.normal(size=(T, N))
-    buf.terminated_np[1, 0] = buf.truncated_np[3, 2] = True
-    buf.valid_np[2, 0] = buf.valid_np[4, 2] = False
-    return buf
-
-
-def reference_loss(learner, buf, ent_coef, vf_coef, normalize_advantage):
-    """loss = -mean_t log pi(a_t|s_t) A_t - ent_coef mean_t H_t + vf_coef mean_t (R_t - V(s_t))^2, by autograd."""
-    obs = torch.from_numpy(buf.obs_np)
-    values = learner.value(obs)
-    old = values.detach().numpy()
-    adv, ret = gae(buf.rewards_np, old[:-1], old[-1], buf.terminated_np, buf.truncated_np, buf.valid_np,
-                   gamma=0.99, gae_lambda=0.95)  # fmt: skip
-    valid = torch.from_numpy(buf.valid_np).float()
-    w = valid / valid.sum()
-    adv = torch.from_numpy(adv)
-    if normalize_advantage:
-        mean = (adv * w).sum()
-        adv = (adv - mean) / (((adv - mean).square() * w).sum().sqrt() + 1e-8) * valid
-    logits = learner.policy(obs[:-1])
-    log_p = logits.log_softmax(-1)
-    log_prob = log_p.gather(-1, torch.from_numpy(buf.actions_np).unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_p.exp() * log_p).sum(-1)
-    value_loss = ((torch.from_numpy(ret) - values[:-1]).square() * w).sum()
-    return -(log_prob * adv * w).sum() - ent_coef * (entropy * w).sum() + vf_coef * value_loss, value_loss
-
-
-def make_learner(**overrides):
-    torch.manual_seed(0)
-    policy = CategoricalPolicy(OBS_DIM, NUM_ACTIONS, [8, 8], "tanh", True)
-    value = ValueNet(OBS_DIM, [8, 8], "tanh", True)
-    return A2CLearner(policy, value, BaselineEstimator(), learner_cfg(**overrides))
+from tests.update_reference import N, T, check_update_matches_reference, filled_buffer, make_learner
 
 
 @pytest.mark.parametrize(
     ("ent_coef", "vf_coef", "normalize_advantage"), [(0.0, 0.5, False), (0.0, 0.3, True), (0.01, 0.5, False)]
 )
 def test_update_gradient_is_the_gradient_of_the_a2c_loss(ent_coef, vf_coef, normalize_advantage):
-    learner = make_learner(ent_coef=ent_coef, vf_coef=vf_coef, normalize_advantage=normalize_advantage)
-    buf = filled_buffer(learner.policy)
-    loss, value_loss = reference_loss(learner, buf, ent_coef, vf_coef, normalize_advantage)
-    params = [*learner.policy.parameters(), *learner.value.parameters()]
-    expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
-
-    stats = learner.update(buf, global_step=0)  # no clipping: the buffer keeps the raw gradient
-    torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-5, atol=1e-7)
-    assert stats.value_loss == pytest.approx(value_loss.item(), rel=1e-5)
-    # The value network's gradient comes from the host-side d(loss)/dV: bit-identical to autograd's.
-    value_part = learner.flat.grad[learner.num_policy_params :]
-    assert torch.equal(value_part, expected[learner.num_policy_params :])
+    check_update_matches_reference(
+        BaselineEstimator, True, ent_coef=ent_coef, vf_coef=vf_coef, normalize_advantage=normalize_advantage
+    )
 
 
-def test_a_wrong_value_gradient_fails_the_comparison():
-    """Power check: the comparison above notices a value gradient off by a factor as small as 1.001."""
-    learner = make_learner()
-    buf = filled_buffer(learner.policy)
-    loss, _ = reference_loss(learner, buf, 0.0, 0.5 * 1.001, False)
-    params = [*learner.policy.parameters(), *learner.value.parameters()]
-    expected = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)])
-    learner.update(buf, global_step=0)
+def test_a_wrong_value_coefficient_fails_the_comparison():
+    """Power check: the comparison notices a value-loss coefficient off by a factor as small as 1.001."""
+    from tests import update_reference
+
+    reference = make_learner(BaselineEstimator)
+    reference.vf_coef *= 1.001
+    expected, _, _ = update_reference.reference_update(reference, filled_buffer(reference))
+    learner = make_learner(BaselineEstimator)
+    learner.update(filled_buffer(learner), global_step=0)
     with pytest.raises(AssertionError):
-        torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("estimator_cls", "discrete"), [(RelaxEstimator, True), (LaxEstimator, False)])
+@pytest.mark.parametrize("objective", ["variance", "dist_params"])
+@pytest.mark.parametrize(("ent_coef", "cv_steps"), [(0.0, 1), (0.01, 1), (0.0, 3), (0.01, 2)])
+def test_control_variate_update_equals_plain_double_backprop(estimator_cls, discrete, objective, ent_coef, cv_steps):
+    """The fast vjp/jvp path, through the learner's real update, against the reference computation."""
+
+    def factory():
+        return estimator_cls(name="cv", cv_objective=objective, cv_steps=cv_steps, cv_lr=0.01)
+
+    check_update_matches_reference(factory, discrete, cv_steps=cv_steps, ent_coef=ent_coef)
+
+
+class SecondPassRelax(RelaxEstimator):
+    """A RELAX variant whose control variate reads the policy network's output by a second forward pass,
+    so the surrogate reaches theta other than through batch.dist_params."""
+
+    def surrogate(self, batch):
+        self._policy = batch.policy
+        return super().surrogate(batch)
+
+    def relaxed_cv(self, obs, z):
+        second_pass = torch.tanh(self._policy(obs)).mean(-1)
+        return super().relaxed_cv(obs, z) * (1.0 + second_pass)
+
+
+def test_a_surrogate_that_reaches_theta_another_way_gets_the_exact_computation():
+    check_update_matches_reference(lambda: SecondPassRelax(name="second_pass", cv_lr=0.01), True)
+
+
+def test_forcing_the_fast_computation_on_such_a_surrogate_gives_a_wrong_gradient():
+    """Power check: without the graph check the policy gradient misses the second path (and the phi step
+    cannot even run: the graph it would need was consumed by the learner's backward pass)."""
+    from tests import update_reference
+
+    class Forced(SecondPassRelax):
+        def estimate(self, batch):
+            self.fast_gradient = True
+            return super().estimate(batch)
+
+    reference = make_learner(lambda: SecondPassRelax(name="second_pass", cv_lr=0.01))
+    expected, _, _ = update_reference.reference_update(reference, filled_buffer(reference))
+    learner = make_learner(lambda: Forced(name="forced", cv_lr=0.01))
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        learner.update(filled_buffer(learner), global_step=0)
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_explained_variance_of_the_last_logged_update_uses_valid_transitions_only():
-    learner = make_learner()
-    buf = filled_buffer(learner.policy)
+    learner = make_learner(BaselineEstimator)
+    buf = filled_buffer(learner)
     with torch.no_grad():
         values = learner.value(torch.from_numpy(buf.obs_np)).numpy()
     _, returns = gae(buf.rewards_np, values[:-1], values[-1], buf.terminated_np, buf.truncated_np, buf.valid_np,
@@ -105,3 +94,15 @@ def test_explained_variance_of_the_last_logged_update_uses_valid_transitions_onl
     assert r.size == T * N - 2
     learner.update(buf, global_step=0, diagnostics=True)
     assert learner.explained_variance() == pytest.approx(1 - np.var(r - v) / np.var(r), rel=1e-5)
+
+
+def test_a_wrong_fast_phi_gradient_fails_the_comparison():
+    """Power check: the update-level comparison notices a control-variate gradient off by 1%."""
+
+    class Off(RelaxEstimator):
+        def _fast_phi_gradient(self, batch, g_hat, h_p, h_direct):
+            phi_grads, objective = super()._fast_phi_gradient(batch, g_hat, h_p, h_direct)
+            return [None if g is None else 1.01 * g for g in phi_grads], objective
+
+    with pytest.raises(AssertionError):
+        check_update_matches_reference(lambda: Off(name="off", cv_lr=0.01), True)

@@ -4,6 +4,6 @@ Each estimator is one module here plus one ``configs/estimator/<name>.yaml`` who
 names its class; the learner only sees the :class:`~rl_relax.estimators.base.Estimator` interface.
 """
 
-from rl_relax.estimators.base import Estimator, EstimatorBatch
+from rl_relax.estimators.base import Estimator, RolloutBatch
 
-__all__ = ["Estimator", "EstimatorBatch"]
+__all__ = ["Estimator", "RolloutBatch"]

@@ -1,7 +1,29 @@
-"""The estimator interface between the learner and a policy-gradient estimator."""
+"""The estimator interface: a rollout in, the policy-gradient estimate g_hat out.
+
+Each update the learner (:mod:`rl_relax.learner`) builds a :class:`RolloutBatch` and
+
+1. asks :meth:`Estimator.estimate` for a surrogate S with grad_theta S = g_hat, and backpropagates
+   -S together with its value and entropy terms (one backward pass);
+2. hands g_hat back to :meth:`Estimator.learn`, where the estimator trains whatever it learns (a
+   control variate, a temperature, ...) with its own optimizer, and returns its scalars to log.
+
+The learner never looks inside an estimator and names none of its hyperparameters.
+
+Contract of a new estimator (one module in this package + one ``configs/estimator/<name>.yaml``):
+
+- implement :meth:`Estimator.surrogate`: a scalar S(theta, phi) with grad_theta S = g_hat, the ascent
+  direction estimating grad_theta E[return]. Average per-step terms with :meth:`RolloutBatch.mean`
+  (a constant normaliser, see there) so that every estimator has the same expectation;
+- optionally override :meth:`Estimator.learn` (and :meth:`Estimator.estimate`) to train what the
+  estimator learns (see :class:`~rl_relax.estimators.control_variate.ControlVariateEstimator`, which
+  does it for any surrogate built from a learned control variate);
+- ask for the sampling noise it needs at acting time (``noise_keys``, ``extra_noise``) so that it can
+  rebuild the executed sample under the current parameters.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -13,48 +35,80 @@ from rl_relax.networks import Policy
 
 
 @dataclass
-class EstimatorBatch:
-    """One rollout, flattened to B = T * N transitions, with the policy evaluated under grad.
+class RolloutBatch:
+    """One rollout of T steps in N envs, in its time layout (T, N, ...), the policy evaluated under grad.
 
-    ``valid`` is 1.0 for real transitions and 0.0 for NEXT_STEP reset transitions; every
-    per-transition term is weighted by ``weights = valid / num_valid`` (a mean over the valid
-    transitions).
+    ``valid`` is 1 for real transitions and 0 for gymnasium's NEXT_STEP reset slots (the step after an
+    episode ended, whose action the env ignored). ``episode_step`` is the position of a valid step in
+    its episode (0 for an episode's first step; -1 on reset slots). Estimators that look across time
+    (per-episode sums, trajectory-wise control variates) use the time axis and the masks; the others
+    use the flat views ``flat(x)`` of shape (T * N, ...).
     """
 
-    obs: torch.Tensor  # (B, obs_dim)
-    actions: torch.Tensor  # (B, ...) as stored: unclipped for Box
-    advantages: torch.Tensor  # (B,) A_t from the shared returns machinery, no grad
-    weights: torch.Tensor  # (B,) valid / num_valid: 0 for reset transitions, sums to 1
-    dist_params: torch.Tensor  # (B, ...) logits or Gaussian means, a function of theta
-    log_prob: torch.Tensor  # (B,) log pi(a_t|s_t), a function of theta
-    noise: dict[str, torch.Tensor]  # (B, ...) the stored sampling noise the estimator asked for
+    obs: torch.Tensor  # (T, N, obs_dim)
+    actions: torch.Tensor  # (T, N, ...) as stored: unclipped for Box
+    advantages: torch.Tensor  # (T, N) A_t from the shared returns machinery, no grad; 0 on reset slots
+    valid: torch.Tensor  # (T, N) bool
+    terminated: torch.Tensor  # (T, N) bool
+    truncated: torch.Tensor  # (T, N) bool
+    episode_step: torch.Tensor  # (T, N) int, -1 on reset slots
+    dist_params: torch.Tensor  # (T, N, ...) logits or Gaussian means, a function of theta
+    log_prob: torch.Tensor  # (T, N) log pi(a_t|s_t), a function of theta
+    noise: dict[str, torch.Tensor]  # (T, N, ...) the stored sampling noise the estimator asked for
     policy: Policy
+    theta_net: list[nn.Parameter]  # the policy network's parameters (p = net(s))
+    theta_direct: list[nn.Parameter]  # the distribution's own parameters (the Gaussian log-std)
+    step_weights: torch.Tensor  # (T, N) valid_t / (T N), see :meth:`mean`
 
-    def masked_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of a per-transition quantity over the valid transitions."""
-        return torch.dot(x, self.weights)
+    @property
+    def theta(self) -> list[nn.Parameter]:
+        """The policy parameters theta, in the order of g_hat's entries: the network's, then the direct ones."""
+        return [*self.theta_net, *self.theta_direct]
+
+    @property
+    def num_steps(self) -> int:
+        return self.valid.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.valid.shape[1]
+
+    def mean(self, per_step: torch.Tensor) -> torch.Tensor:
+        """(1 / (T N)) * sum_t valid_t * x_t: the batch average with a constant normaliser.
+
+        The normaliser is the number of slots T * N, not the number of valid transitions: under
+        NEXT_STEP autoreset the number of valid slots depends on where episodes end, so on the actions,
+        and dividing by it gives terms with zero mean given s_t (a state baseline V(s_t), a control
+        variate's correction) a nonzero mean given (s_t, a_t), of order 1/batch. With a constant
+        normaliser every estimator has the same expectation, whatever V and c_phi are. (Reset slots
+        still count in the normaliser; that only rescales the step, as a learning rate would.)
+        """
+        return torch.dot(per_step.view(-1), self.step_weights.view(-1))
+
+    def reevaluated(self) -> RolloutBatch:
+        """The same batch with a fresh policy forward pass (a new graph from theta to dist_params)."""
+        flat_params = self.policy(self.flat(self.obs))
+        dist_params = flat_params.view(*self.valid.shape, *flat_params.shape[1:])
+        log_prob = self.policy.log_prob(dist_params, self.actions)
+        return dataclasses.replace(self, dist_params=dist_params, log_prob=log_prob)
+
+    def flat(self, x: torch.Tensor) -> torch.Tensor:
+        """A (T, N, ...) tensor as (T * N, ...), for estimators that treat steps independently."""
+        return x.reshape(-1, *x.shape[2:])
 
 
 class Estimator(nn.Module):
-    """A policy-gradient estimator g_hat of grad_theta E[return].
-
-    Subclasses implement :meth:`surrogate`, a scalar S(theta, phi) with grad_theta S = g_hat (the
-    ascent direction; the learner minimises -S). Estimators with a learned control variate
-    (:class:`~rl_relax.estimators.control_variate.ControlVariateEstimator`) own its parameters and
-    optimizer, so ``state_dict`` and :meth:`extra_state` checkpoint them.
-    """
+    """A policy-gradient estimator g_hat of grad_theta E[return] (ascent direction)."""
 
     #: Names of the policy's sampling noise to store at acting time ("u" categorical, "eps" Gaussian).
     noise_keys: tuple[str, ...] = ()
-    #: Whether the learner should train a control variate (see ControlVariateEstimator).
-    trains_control_variate: bool = False
 
     def __init__(self, name: str | None = None):
         super().__init__()
         self.name = name or type(self).__name__
 
     def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
-        """Called once by the learner: check the action space, build control-variate networks."""
+        """Called once before training: check the action space, build what the estimator learns."""
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes (per env) of extra noise drawn at acting time by :meth:`extra_noise`."""
@@ -64,9 +118,35 @@ class Estimator(nn.Module):
         """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v), from ``rng``."""
         return {}
 
-    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
-        """S(theta) with grad_theta S = g_hat, the estimate of the gradient of the mean return."""
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        """S(theta) with grad_theta S = g_hat."""
         raise NotImplementedError
+
+    def estimate(self, batch: RolloutBatch) -> torch.Tensor:
+        """This update's surrogate: a scalar whose gradient with respect to ``batch.theta`` is g_hat.
+
+        The learner backpropagates it together with its value and entropy terms, then calls
+        :meth:`learn`. The default is :meth:`surrogate` itself; an estimator that has already
+        computed dS/d(dist_params) may return the linearisation <dist_params, dS/d(dist_params)>
+        instead, which has the same gradient.
+        """
+        return self.surrogate(batch)
+
+    def learn(self, g_hat: torch.Tensor) -> dict[str, float]:
+        """Train what the estimator learns, once per update, after :meth:`estimate`.
+
+        ``g_hat`` is the gradient of the surrogate :meth:`estimate` returned, flat over
+        ``batch.theta``, computed before theta moves. Returns scalars to log (e.g. ``cv/loss``).
+        """
+        return {}
+
+    def gradient(self, batch: RolloutBatch) -> torch.Tensor:
+        """g_hat on ``batch``, flat over ``batch.theta``; nothing is trained (variance probes use this).
+
+        The policy's graph is kept, so that several estimators can be compared on one batch.
+        """
+        grads = torch.autograd.grad(self.surrogate(batch), batch.theta, retain_graph=True)
+        return torch.cat([g.reshape(-1) for g in grads])
 
     def extra_state(self) -> dict:
         """Optimizer state etc. to checkpoint besides ``state_dict()``."""

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from rl_relax.estimators.base import Estimator, EstimatorBatch
+from rl_relax import surrogates
+from rl_relax.estimators.base import Estimator, RolloutBatch
 
 
 class BaselineEstimator(Estimator):
     r"""Score-function estimator with the state-value baseline V(s):
 
-        g_hat = (1 / |valid|) * sum_t grad_theta log pi(a_t | s_t) * A_t,
+        g_hat = (1 / (T N)) * sum_t valid_t * grad_theta log pi(a_t | s_t) * A_t,
 
     where A_t = R_t - V(s_t) comes from the shared returns machinery (n-step or GAE(lambda)).
-    Unbiased because V(s_t) does not depend on a_t. Surrogate: S = mean_t log pi(a_t|s_t) * A_t
-    with A_t treated as a constant. Any action space.
+    Unbiased for the policy gradient of the same advantage estimator whatever V is, because V(s_t)
+    does not depend on a_t and the normaliser T N is a constant. Any action space.
     """
 
-    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
-        # The weights (valid / num_valid) multiply the constant advantages, not the graph.
-        return torch.dot(batch.log_prob, batch.advantages * batch.weights)
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        return batch.mean(surrogates.score_function(batch.log_prob, batch.advantages))

@@ -6,8 +6,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rl_relax import surrogates
 from rl_relax.errors import ConfigError
-from rl_relax.estimators.base import EstimatorBatch
+from rl_relax.estimators.base import RolloutBatch
 from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
 from rl_relax.networks import Policy
 from rl_relax.samplers import gaussian_reparam
@@ -19,13 +20,13 @@ class LaxEstimator(ControlVariateEstimator):
     With a_t = mu_theta(s_t) + sigma_theta * eps_t (eps_t stored at acting time, so a_t is the action
     the env received, before clipping):
 
-        g_hat = (1/|valid|) sum_t [ grad log pi(a_t|s_t) * (A_t - c_phi(s_t, a_t))
-                                    + grad c_phi(s_t, a_t(theta, eps_t)) ]
+        g_hat = (1/(T N)) sum_t valid_t [ grad log pi(a_t|s_t) * (A_t - c_phi(s_t, a_t))
+                                          + grad c_phi(s_t, a_t(theta, eps_t)) ]
 
     Both terms use the same a_t (App. C's proof needs it; the released code's fresh sample in the
     second term is biased). The score weight's c_phi(s_t, a_t) carries no gradient to theta; the
-    pathwise term differentiates through the reparameterisation. A_t = R_t - V(s_t), so the full
-    control variate is V + c_phi. Unbiased for any c_phi.
+    pathwise term differentiates through the reparameterisation (:func:`rl_relax.surrogates.lax`).
+    A_t = R_t - V(s_t), so the full control variate is V + c_phi. Unbiased for any c_phi.
     """
 
     noise_keys = ("eps",)
@@ -36,12 +37,14 @@ class LaxEstimator(ControlVariateEstimator):
                 f"estimator=lax needs a continuous (Box) action space, this env has {action_space}. "
                 "Fix: use estimator=relax for discrete actions (or estimator=baseline)."
             )
+        super().bind(policy, obs_dim, action_space)
         self.cv = ControlVariateNet(obs_dim, int(np.prod(action_space.shape)), self.hidden_sizes, self.activation)
 
-    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
-        actions = gaussian_reparam(batch.dist_params, batch.policy.log_std, batch.noise["eps"])
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        means, obs = batch.flat(batch.dist_params), batch.flat(batch.obs)
+        actions = gaussian_reparam(means, batch.policy.log_std, batch.flat(batch.noise["eps"]))
         n = actions.shape[0]
-        c = self.cv(batch.obs.repeat(2, 1), torch.cat([actions, actions.detach()]))
-        c_path, c_weight = c[:n], c[n:]
-        per_step = batch.log_prob * (batch.advantages - c_weight) + c_path
-        return torch.dot(per_step, batch.weights)
+        c = self.cv(obs.repeat(2, 1), torch.cat([actions, actions.detach()]))
+        c_action, c_action_fixed = c[:n], c[n:]
+        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
+        return batch.mean(surrogates.lax(log_prob, advantages, c_action, c_action_fixed))

@@ -7,8 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from rl_relax import surrogates
 from rl_relax.errors import ConfigError
-from rl_relax.estimators.base import EstimatorBatch
+from rl_relax.estimators.base import RolloutBatch
 from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
 from rl_relax.networks import Policy
 from rl_relax.samplers import conditional_gumbel, relaxed_categorical
@@ -20,14 +21,14 @@ class RelaxEstimator(ControlVariateEstimator):
     With z_t = log pi(.|s_t) + g(u_t), a_t = argmax z_t (the executed action, u_t stored at acting
     time) and z~_t ~ p(z | a_t, theta) from stored noise v_t (:func:`rl_relax.samplers.conditional_gumbel`):
 
-        g_hat = (1/|valid|) sum_t [ grad log pi(a_t|s_t) * (A_t - c(s_t, z~_t))
-                                    + grad c(s_t, z_t) - grad c(s_t, z~_t) ]
+        g_hat = (1/(T N)) sum_t valid_t [ grad log pi(a_t|s_t) * (A_t - c(s_t, z~_t))
+                                          + grad c(s_t, z_t) - grad c(s_t, z~_t) ]
 
     where c(s, z) = c_phi(s, softmax(z / tau)) with a learned temperature tau, and
     A_t = R_t - V(s_t) from the shared returns machinery, so the full control variate is
     V + c_phi. The score weight's c(s_t, z~_t) carries no gradient to theta; the two pathwise terms
-    differentiate through the samplers. Unbiased for any c_phi because z~ has z's distribution given
-    a (App. A). Surrogate S with grad_theta S = g_hat: S = sum_t w_t [log pi * (A - c(z~)) + c(z) - c(z~)].
+    differentiate through the samplers (:func:`rl_relax.surrogates.relax`). Unbiased for any c_phi
+    because z~ has z's distribution given a (App. A).
     """
 
     noise_keys = ("u",)
@@ -47,6 +48,7 @@ class RelaxEstimator(ControlVariateEstimator):
                 f"estimator=relax needs a Discrete action space, this env has {action_space}. "
                 "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
             )
+        super().bind(policy, obs_dim, action_space)
         self.num_actions = int(action_space.n)
         self.cv = ControlVariateNet(obs_dim, self.num_actions, self.hidden_sizes, self.activation)
 
@@ -61,16 +63,16 @@ class RelaxEstimator(ControlVariateEstimator):
         """c(s, z) = c_phi(s, softmax(z / tau))."""
         return self.cv(obs, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
 
-    def surrogate(self, batch: EstimatorBatch) -> torch.Tensor:
-        logits = batch.dist_params
-        z = relaxed_categorical(logits, batch.noise["u"])
-        z_tilde = self.conditional_sampler(logits, batch.actions, batch.noise["v"])
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        logits, actions, obs = batch.flat(batch.dist_params), batch.flat(batch.actions), batch.flat(batch.obs)
+        z = relaxed_categorical(logits, batch.flat(batch.noise["u"]))
+        z_tilde = self.conditional_sampler(logits, actions, batch.flat(batch.noise["v"]))
         n = z.shape[0]
         # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut.
-        c = self.relaxed_cv(batch.obs.repeat(3, 1), torch.cat([z, z_tilde, z_tilde.detach()]))
-        c_z, c_z_tilde, c_weight = c[:n], c[n : 2 * n], c[2 * n :]
-        per_step = batch.log_prob * (batch.advantages - c_weight) + c_z - c_z_tilde
-        return torch.dot(per_step, batch.weights)
+        c = self.relaxed_cv(obs.repeat(3, 1), torch.cat([z, z_tilde, z_tilde.detach()]))
+        c_z, c_z_tilde, c_z_tilde_fixed = c[:n], c[n : 2 * n], c[2 * n :]
+        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
+        return batch.mean(surrogates.relax(log_prob, advantages, c_z, c_z_tilde, c_z_tilde_fixed))
 
     def control_variate_metrics(self) -> dict[str, float]:
         return {"cv/temperature": self.log_temperature.exp().item()}

@@ -1,0 +1,99 @@
+"""The batch's constant normaliser gives every estimator the same expectation, whatever V and c_phi are.
+
+Under NEXT_STEP autoreset the number of valid slots in a rollout depends on where episodes end, so on
+the actions. On an environment whose actions decide where episodes end, with a small batch (2 envs x 3
+steps) and many rollouts, the means of
+
+    g_relax - g_baseline    (the control variate's terms)    and    (1/(T N)) sum_t valid_t grad log pi(a_t|s_t) V(s_t)
+
+must both be zero within a few standard errors. Dividing by the number of valid transitions instead
+(the old normalisation) fails the same test: those terms then have a nonzero mean of order 1/batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rl_relax.estimators.baseline import BaselineEstimator
+from rl_relax.estimators.relax import RelaxEstimator
+from rl_relax.rollout import RolloutBuffer, RolloutCollector
+from tests.update_reference import make_learner
+
+NUM_ENVS, NUM_STEPS, GROUPS, SAMPLES = 2, 2, 100, 60
+
+
+class EndsOnAction(gym.Env):
+    """Action 0 ends the episode (reward 0); action 1 goes on (reward 1 + obs[0]). Observations ~ N(0, I)."""
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        self.action_space = gym.spaces.Discrete(3)
+
+    def _obs(self):
+        return self.np_random.normal(size=3).astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs(), {}
+
+    def step(self, action):
+        obs = self._obs()
+        ends = int(action) == 0
+        return obs, 0.0 if ends else 1.0 + float(obs[0]), ends, False, {}
+
+
+@functools.cache
+def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
+    """z-scores of E[g_relax - g_baseline] and E[mean_t grad log pi V] over many small rollouts."""
+    learner = make_learner(lambda: RelaxEstimator(name="relax"), discrete=True)
+    for p in learner.value.parameters():  # a V far from zero and far from the true values
+        p.data.normal_(0.0, 1.0)
+    relax, baseline = learner.estimator, BaselineEstimator()
+    envs = gym.vector.SyncVectorEnv(
+        [EndsOnAction] * (GROUPS * NUM_ENVS), autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    )
+    buf = RolloutBuffer(NUM_STEPS, GROUPS * NUM_ENVS, 3, learner.policy, {"u": (3,), "v": (3,)}, torch.device("cpu"))
+    collector = RolloutCollector(
+        SimpleNamespace(envs=envs), learner.policy, buf, np.random.default_rng(0), ("u",), relax.extra_noise
+    )
+    collector.start(envs.reset(seed=0)[0])
+    relax_minus_baseline, value_term = [], []
+    for _ in range(SAMPLES):
+        collector.collect()
+        targets = learner.targets(buf)
+        batch = learner.make_batch(buf, targets)  # weights valid / (T * GROUPS * N): each group's, averaged
+        if old_normalisation:  # each group divides by its own number of valid transitions
+            valid = batch.valid.float().view(NUM_STEPS, GROUPS, NUM_ENVS)
+            weights = valid / valid.sum(dim=(0, 2), keepdim=True) / GROUPS
+            batch = dataclasses.replace(batch, step_weights=weights.view(NUM_STEPS, GROUPS * NUM_ENVS))
+        difference = relax.surrogate(batch) - baseline.surrogate(batch)
+        grads = torch.autograd.grad(difference, batch.theta, retain_graph=True)
+        relax_minus_baseline.append(torch.cat([g.reshape(-1) for g in grads]))
+        values = torch.from_numpy(targets.values_np[:-1].copy())
+        grads = torch.autograd.grad(batch.mean(batch.log_prob * values), batch.theta)
+        value_term.append(torch.cat([g.reshape(-1) for g in grads]))
+    envs.close()
+
+    def z(samples):
+        samples = torch.stack(samples).double()
+        return (samples.mean(0).abs() / (samples.std(0) / len(samples) ** 0.5)).numpy()
+
+    return z(relax_minus_baseline), z(value_term)
+
+
+def test_every_estimator_has_the_same_expectation_with_the_constant_normaliser():
+    z_cv, z_value = mean_differences(old_normalisation=False)
+    assert z_cv.max() < 4.5 and z_value.max() < 4.5, (z_cv.max(), z_value.max())
+
+
+@pytest.mark.parametrize("which", ["control variate", "state value"])
+def test_dividing_by_the_number_of_valid_transitions_fails_the_same_test(which):
+    z_cv, z_value = mean_differences(old_normalisation=True)
+    assert (z_cv if which == "control variate" else z_value).max() > 4.5, (z_cv.max(), z_value.max())
