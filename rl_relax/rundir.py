@@ -76,12 +76,17 @@ class RunDirectoryLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return text or "pid unknown: it is starting up"
+def _read_holder(fd: int, wait_s: float = 2.0) -> str:
+    """The holder's "pid N on host" line; it writes it right after locking, so wait briefly for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        if text or time.monotonic() > deadline:
+            return text or "pid unknown"
+        time.sleep(0.02)
 
 
 def previous_run_files(run_dir: Path) -> list[Path]:

@@ -55,7 +55,8 @@ def leftovers(run_dir: Path) -> list[str]:
 
 def kill9(n: int, rng: np.random.Generator, base: Path) -> dict:
     """SIGKILL at random moments: never a torn checkpoint, never more than one interval lost."""
-    counts = {"trials": n, "resumable": 0, "temp_files_left": 0, "max_loss_steps": 0}
+    counts = {"trials": n, "checkpoint_files": 0, "torn_checkpoints": 0, "temp_files_left": 0, "max_loss_steps": 0,
+              "reruns_ok": 0}  # fmt: skip
     for i in range(n):
         run_dir = base / f"kill{i}"
         proc = start(run_dir, "total_timesteps=100000000", "checkpoint.interval_steps=2000")
@@ -64,12 +65,20 @@ def kill9(n: int, rng: np.random.Generator, base: Path) -> dict:
         proc.kill()
         proc.communicate()
         counts["temp_files_left"] += len(leftovers(run_dir))
+        files = ckpt.list_checkpoints(run_dir / "checkpoints")
+        counts["checkpoint_files"] += len(files)
+        for path in files:
+            try:
+                ckpt.load_checkpoint(path)
+            except CheckpointError:
+                counts["torn_checkpoints"] += 1
         found = ckpt.load_latest_valid(run_dir / "checkpoints")
         events = [s for s, _ in _scalars(run_dir)]
-        if found is not None or not events:
-            counts["resumable"] += 1
         saved = found[1]["counters"]["global_step"] if found else 0
         counts["max_loss_steps"] = max(counts["max_loss_steps"], (max(events) if events else 0) - saved)
+        rerun = subprocess.run([*TRAIN, f"hydra.run.dir={run_dir}", f"total_timesteps={saved + 400}"], cwd=ROOT,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        counts["reruns_ok"] += rerun.returncode == 0
     return counts
 
 
