@@ -25,6 +25,15 @@ REPEATS, BATCHES = 200, 100
 TINY = {"linear2": ([2, 2], []), "nonlinear": ([3], [4, 4])}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_model(kind: str) -> BernoulliVAE:
     torch.manual_seed(0)
     latents, hidden = TINY[kind]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 
 from rl_relax.errors import ConfigError
@@ -19,6 +20,15 @@ from rl_relax.vae.train import METRIC_FIELDS, VaeTrainer
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["steps=12", "eval.interval=6", "eval.variance_samples=2", "model.latent_size=8", "model.hidden_size=8",
          "estimator.hidden_sizes=[8]", "logging.progress=never"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def compose_vae(*overrides: str):
