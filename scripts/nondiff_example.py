@@ -2,7 +2,8 @@
 
     z ~ N(0, 1);  if z > 0: observe 0 under N(3, 1)  else: observe 0 under N(-2, 1);   q_theta = N(theta, 1)
 
-    python scripts/nondiff_example.py                      # writes results/nondiff/
+    python scripts/nondiff_example.py                      # a new outputs/nondiff_example/<date_time>/
+    python scripts/nondiff_example.py --update-committed   # replaces the committed results/nondiff/
     python scripts/nondiff_example.py --out /tmp/nd --samples 20000 --steps 500
 
 Estimators of d ELBO / d theta: the score function (REINFORCE, ``toolkit.reinforce``), the plain
@@ -35,6 +36,11 @@ from rl_relax import nondiff as nd
 from rl_relax import toolkit as tk
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results" / "nondiff"
 ESTIMATORS = ("score function", "plain reparameterization", "Lee et al. (reparam + boundary)", "LAX (learned c)")
 THETAS = (-2.0, -1.0, -0.75, 0.0, 1.0, 2.0)
 MODEL = nd.slide_example()
@@ -135,6 +141,14 @@ def optimise(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def command_options(args: argparse.Namespace) -> str:
+    defaults = {"samples": 100_000, "cv_steps": 1000, "steps": 2000, "lr": 0.05, "record_every": 20}
+    parts = [f" --{k.replace('_', '-')} {getattr(args, k)}" for k, v in defaults.items() if getattr(args, k) != v]
+    if args.seeds != [0, 1, 2, 3, 4]:
+        parts.append(f" --seeds {' '.join(map(str, args.seeds))}")
+    return "".join(parts) + output_dir.command_suffix(args)
+
+
 def write(args: argparse.Namespace, bv: list[dict], opt_rows: list[dict]) -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +160,7 @@ def write(args: argparse.Namespace, bv: list[dict], opt_rows: list[dict]) -> Non
     theta_star = optimum()
     elbo_star = nd.exact_elbo_gradient_1d(MODEL, theta_star, 0.0)[0]
     head = [
-        f"Command: `python scripts/nondiff_example.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `python scripts/nondiff_example.py{command_options(args)}`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, Python {platform.python_version()}, "
         f"torch {torch.__version__}.",
         "",
@@ -211,17 +225,15 @@ def write(args: argparse.Namespace, bv: list[dict], opt_rows: list[dict]) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "nondiff")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--cv-steps", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--record-every", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
-    if (args.out / "bias_variance.md").exists() and not args.overwrite:
-        sys.exit(f"error: {args.out / 'bias_variance.md'} exists. Fix: --overwrite or --out elsewhere.")
+    args.out = output_dir.resolve(parser, args, "nondiff_example", COMMITTED)
     torch.set_num_threads(1)
     write(args, bias_variance(args), optimise(args))
     print(f"wrote {args.out}")

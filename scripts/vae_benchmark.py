@@ -1,8 +1,9 @@
 """Discrete VAE benchmark: every (model, estimator) pair over seeds, equal step budgets, on the bundled digits.
 
-    python scripts/vae_benchmark.py                                   # writes results/vae/
+    python scripts/vae_benchmark.py                          # a new outputs/vae_benchmark/<date_time>/
+    python scripts/vae_benchmark.py --update-committed       # replaces the committed results/vae/
     python scripts/vae_benchmark.py --steps 500 --seeds 0 --out /tmp/vae --models linear1
-    python scripts/vae_benchmark.py --resume                          # finish an interrupted benchmark
+    python scripts/vae_benchmark.py --out DIR --resume       # finish an interrupted benchmark in DIR
 
 Each run is ``python -m rl_relax.vae model=<m> estimator=<e> seed=<s> steps=<steps> <overrides>``, run
 in-process (Hydra's compose API) with its TensorBoard events under ``--runs-dir``; its evaluation rows
@@ -13,8 +14,10 @@ and summary are copied to ``<out>/runs/``. From those the script writes
   paper's ranking claim (RELAX >= REBAR > the others on training ELBO) checked on this data;
 - ``curves.csv`` (every evaluation row) and ``learning_<model>.png`` (training ELBO and log-variance).
 
-An existing ``table.md`` in ``--out`` is not overwritten unless ``--overwrite`` (start afresh) or
-``--resume`` (keep the runs already in ``<out>/runs``) is given.
+Output directory as for every script (scripts/output_dir.py): a new ``outputs/vae_benchmark/<date_time>/``,
+``--out DIR``, or ``--update-committed`` for ``results/vae/``. ``--resume`` keeps the runs already in
+``<out>/runs`` (their results equal a fresh run's, so the recorded command leaves it out); without it
+those are discarded first.
 """
 
 from __future__ import annotations
@@ -28,12 +31,16 @@ import platform
 import shutil
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results" / "vae"
 MODELS = ("linear1", "linear2", "nonlinear")
 ESTIMATORS = ("reinforce", "concrete", "rebar", "relax", "disarm")
 LABELS = {"reinforce": "NVIL (REINFORCE + baseline)", "concrete": "Concrete", "rebar": "REBAR", "relax": "RELAX",
@@ -68,9 +75,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(args: argparse.Namespace, wall_seconds: float) -> None:
+def summarise(args: argparse.Namespace) -> None:
     runs_dir = args.out / "runs"
     summaries = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
+    output_dir.refuse_empty(summaries, f"finished runs in {runs_dir}", "run the benchmark (without --resume).")
     rows, curves = [], []
     for path in sorted(runs_dir.glob("*.csv")):
         model, estimator, seed = path.stem.split("__")
@@ -96,7 +104,7 @@ def summarise(args: argparse.Namespace, wall_seconds: float) -> None:
         writer = csv.DictWriter(handle, list(curves[0]))
         writer.writeheader()
         writer.writerows(curves)
-    write_markdown(args, rows, summaries, wall_seconds)
+    write_markdown(args, rows, summaries)
     plot(args, curves)
 
 
@@ -129,16 +137,32 @@ def ranking_lines(rows: list[dict], summaries: list[dict], model: str) -> list[s
     return lines
 
 
-def write_markdown(args: argparse.Namespace, rows: list[dict], summaries: list[dict], wall_seconds: float) -> None:
+def command_options(args: argparse.Namespace) -> str:
+    """The options that determine the results (not --resume), as they belong in the recorded command."""
+    parts = []
+    for flag, value, default in (("--models", args.models, list(MODELS)), ("--estimators", args.estimators,
+                                 list(ESTIMATORS)), ("--seeds", args.seeds, [0, 1, 2])):  # fmt: skip
+        if value != default:
+            parts.append(f" {flag} {' '.join(map(str, value))}")
+    for flag, value, default in (("--steps", args.steps, 8000), ("--eval-interval", args.eval_interval, 500)):
+        if value != default:
+            parts.append(f" {flag} {value}")
+    suffix = output_dir.command_suffix(args)
+    overrides = f" -- {' '.join(args.overrides)}" if args.overrides else ""
+    return "".join(parts) + suffix + overrides
+
+
+def write_markdown(args: argparse.Namespace, rows: list[dict], summaries: list[dict]) -> None:
     seeds = sorted({s["seed"] for s in summaries})
     overrides = f" with {' '.join(args.overrides)}" if args.overrides else ""
     lines = [
         "# Discrete VAE benchmark (bundled 8x8 digits, binarized)",
         "",
-        f"Command: `python scripts/vae_benchmark.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+        f"Command: `python scripts/vae_benchmark.py{command_options(args)}`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {torch.get_num_threads()} torch thread, "
-        f"Python {platform.python_version()}, torch {torch.__version__}; seeds {seeds}; wall time of this invocation "
-        f"{wall_seconds / 60:.1f} min.",
+        f"Python {platform.python_version()}, torch {torch.__version__}; seeds {seeds}; training time summed over "
+        f"the runs {sum(s['seconds_per_step'] * s['steps'] for s in summaries) / 60:.1f} min (CPU shared with "
+        "other jobs, so indicative only).",
         "",
         f"Every run: {rows[0]['steps']} steps of batch 24 (the paper ran 2,000,000 steps on MNIST/Omniglot: these "
         f"budgets are {2_000_000 / rows[0]['steps']:.0f}x smaller, on 1197 training images of 64 pixels), the shipped "
@@ -206,21 +230,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--eval-interval", type=int, default=500)
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "vae")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "vae_benchmark")
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--overwrite", action="store_true", help="discard the results already in --out")
-    group.add_argument("--resume", action="store_true", help="keep the runs already in --out/runs")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in <out>/runs")
+    output_dir.add_arguments(parser, COMMITTED)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args()
-    if (args.out / "table.md").exists() and not (args.overwrite or args.resume):
-        sys.exit(f"error: {args.out / 'table.md'} exists. Fix: --resume to finish it, --overwrite, or --out elsewhere.")
-    if args.overwrite and (args.out / "runs").exists():
+    args.out = output_dir.resolve(parser, args, "vae_benchmark", COMMITTED)
+    if not args.resume and (args.out / "runs").exists():
         shutil.rmtree(args.out / "runs")
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
-    start = time.time()
     for seed in args.seeds:  # seeds outermost: an interrupted benchmark has complete rounds
         for model in args.models:
             for estimator in args.estimators:
@@ -229,7 +249,7 @@ def main() -> None:
                 summary = run_one(model, estimator, seed, args)
                 print(f"{model} {estimator} seed {seed}: best train ELBO {summary['best_train_elbo']:.3f}, "
                       f"best valid ELBO {summary['best_valid_elbo']:.3f}", flush=True)  # fmt: skip
-    summarise(args, time.time() - start)
+    summarise(args)
     print(f"wrote {args.out}")
 
 
