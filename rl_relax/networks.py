@@ -83,7 +83,7 @@ class MLP(nn.Module):
         self._np_activation = NUMPY_ACTIVATIONS.get(activation)
         self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._np_buffers: dict[int, list[np.ndarray]] = {}  # batch size -> hidden activations
-        self._np_ptr = -1
+        self._np_key: tuple[int, ...] = ()
         if ortho_init:
             for i, layer in enumerate(self.layers):
                 nn.init.orthogonal_(layer.weight, out_gain if i == len(self.layers) - 1 else math.sqrt(2))
@@ -131,9 +131,11 @@ class MLP(nn.Module):
         Returns None when that is not possible (parameters off the CPU, not float32, or an
         activation without a NumPy version); callers then use the torch forward pass.
         """
-        weight = self._layer_params[0]["weight"]
-        if weight.data_ptr() != self._np_ptr:  # parameters were moved or re-homed: refresh the views
-            self._np_ptr = weight.data_ptr()
+        # Keyed on every parameter's storage: any layer moved, re-homed or replaced refreshes the views.
+        key = tuple(p.data_ptr() for params in self._layer_params for p in params.values())
+        if key != self._np_key:
+            self._np_key = key
+            weight = self._layer_params[0]["weight"]
             ready = self._np_activation is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
             self._np_params = (
                 [(lin.weight.detach().numpy().T, lin.bias.detach().numpy()) for lin in self.layers] if ready else None

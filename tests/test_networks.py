@@ -63,6 +63,18 @@ def test_numpy_forward_matches_torch_forward(activation):
                                atol=1e-6)  # fmt: skip
 
 
+def test_numpy_forward_follows_a_replaced_parameter_in_any_layer():
+    """The NumPy views are refreshed when any layer's parameter is replaced or moved, not only the first."""
+    torch.manual_seed(3)
+    net = MLP(3, [8, 8], 2)
+    obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    net.forward_numpy(obs)  # builds the views
+    net.layers[2].weight = torch.nn.Parameter(torch.zeros(2, 8))
+    np.testing.assert_allclose(net.forward_numpy(obs), np.broadcast_to(net.layers[2].bias.detach().numpy(), (4, 2)))
+    net.layers[1].bias.data = torch.full((8,), 5.0)
+    np.testing.assert_allclose(net.forward_numpy(obs), net(torch.from_numpy(obs)).detach().numpy(), rtol=1e-5)
+
+
 def test_mlp_forward_follows_every_way_parameters_are_replaced():
     """forward reads the layers' live parameters: after load_state_dict, re-registering a Parameter,
     moving the data (the learner's flat buffer) and inside torch.func.functional_call."""
