@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -98,3 +103,70 @@ def test_training_on_the_gpu(run_training, tmp_path):
     summary = run_training("device=cuda", "estimator=relax", "total_timesteps=2000", "variance.interval_steps=1000",
                            "variance.num_batches=4")  # fmt: skip
     assert summary["device"].startswith("cuda") and summary["timesteps"] == 2000
+
+
+@pytest.mark.slow
+def test_twenty_consecutive_submitit_timeout_requeues_complete_one_run_on_one_step_axis(tmp_path):
+    """Hydra's submitit launcher (local executor): one job signalled and requeued 20 times in a row.
+
+    Each attempt gets SIGUSR2, the signal the executor forwards to a job ``signal_delay_s`` before
+    its time limit (and SLURM at preemption), sent here as soon as the attempt trains so that the
+    test does not wait out a real limit. submitit's own handler runs after our checkpoint, requeues
+    (exit code 3) and the executor restarts the job in the same directory. Arriving long before the
+    limit, submitit files it as a preemption, which does not use up ``max_num_timeout`` (3 and not
+    configurable for the local launcher); past the limit only that counter differs. The local
+    executor restarts a job at most 5 times per submission, so the sweep command is launched again
+    until the run is done, as a user would after a failed submission.
+    """
+    sweep = tmp_path / "sweep"
+    job_dir = sweep / "job"
+    args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job",
+            "total_timesteps=150000", "logging.interval_steps=400", "checkpoint.interval_steps=1000000"]  # fmt: skip
+    rng = np.random.default_rng(20)
+    requeues, launches = 0, 0
+    pids: list[int] = []
+    while True:
+        launcher = subprocess.Popen([sys.executable, "-m", "rl_relax.train", *args], cwd=ROOT,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        launches += 1
+        while launcher.poll() is None:
+            pid = _training_attempt(job_dir, pids, launcher)
+            if pid is None:
+                continue
+            pids.append(pid)
+            if requeues < 20:
+                time.sleep(float(rng.uniform(0.0, 0.2)))  # somewhere in the loop: an update, a log write
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+                    requeues += 1
+        launcher.wait()
+        summary = json.loads((job_dir / "summary.json").read_text()) if (job_dir / "summary.json").exists() else {}
+        if summary.get("finished"):
+            break
+        assert launches < 8, summary
+    assert requeues == 20 and len(pids) == 21 and summary["status"] == "ok" and summary["timesteps"] >= 150000
+    log = (job_dir / "train.log").read_text()
+    stopped = [int(m.replace(",", "")) for m in re.findall(r"stopped by SIGUSR2 at step ([\d,]+)", log)]
+    resumed = [int(m) for m in re.findall(r"resumed from .* at step (\d+)", log)]
+    assert len(stopped) >= 15  # the others were signalled before their first update finished
+    assert resumed == sorted(resumed) and set(stopped) <= set(resumed)  # every stop is where the next attempt began
+    steps = [s for s, _ in read_scalars(job_dir)["train/value_loss"]]
+    assert steps == sorted(set(steps)) and steps[-1] == summary["timesteps"]  # one continuous curve
+    # No point lost: every logging step is there, plus one at each step where an attempt stopped.
+    assert set(range(400, summary["timesteps"] + 1, 400)) <= set(steps)
+    assert set(steps) - set(range(400, summary["timesteps"] + 1, 400)) <= set(stopped) | {summary["timesteps"]}
+
+
+def _training_attempt(job_dir: Path, seen: list[int], launcher: subprocess.Popen) -> int | None:
+    """The pid of a new job attempt once it trains (it holds the run-directory lock and has logged
+    "training"), else None after a short wait."""
+    time.sleep(0.05)
+    lock, log = job_dir / ".lock", job_dir / "train.log"
+    if not lock.exists() or not log.exists():
+        return None
+    match = re.match(r"pid (\d+) ", lock.read_text())
+    if match is None or int(match.group(1)) in seen:
+        return None
+    if log.read_text().count("training CartPole-v1") <= len(seen):
+        return None
+    return int(match.group(1))
