@@ -110,18 +110,18 @@ class A2CLearner:
         surrogate = self.estimator.estimate(batch)  # S(theta): grad_theta S = g_hat
         # A mean over all T N slots, like batch.mean: on reset slots R_t = V(s_t) (A_t = 0), so they add 0.
         value_loss = F.mse_loss(targets.values[:-1], targets.returns)
-        loss = self.vf_coef * value_loss - surrogate
         entropy = None
+        if self.ent_coef != 0.0 or diagnostics:
+            with torch.set_grad_enabled(self.ent_coef != 0.0):  # without an entropy bonus it is only logged
+                entropy = batch.mean(self.policy.entropy(batch.flat(batch.dist_params)))
+        loss = -surrogate + self.vf_coef * value_loss
+        g_hat = None
         if self.ent_coef != 0.0:
-            entropy = batch.mean(self.policy.entropy(batch.flat(batch.dist_params)))
             loss = loss - self.ent_coef * entropy
             g_hat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(surrogate, batch.theta, retain_graph=True)])
-        elif diagnostics:  # without an entropy bonus the entropy is only logged: keep it out of the graph
-            with torch.no_grad():
-                entropy = batch.mean(self.policy.entropy(batch.flat(batch.dist_params)))
         self.flat.zero_grad()
         loss.backward()
-        if self.ent_coef == 0.0:  # -S is the loss's only term in theta: its gradient there is -g_hat
+        if g_hat is None:  # -S is then the loss's only term in theta: its gradient there is -g_hat
             g_hat = -self.flat.grad[: self.num_policy_params]
 
         self.grad_variance.update(g_hat)
