@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rl_relax.env_state import make_restorable_env, restore_state, save_state
+from rl_relax.env_state import EnvSnapshot, make_restorable_env, restore_state, save_state
 from rl_relax.errors import ConfigError
 from rl_relax.estimators.base import Estimator, RolloutBatch
 from rl_relax.estimators.baseline import BaselineEstimator
@@ -394,7 +394,7 @@ class AnatomyConfig:
 class _Slot:
     """A sampled state: simulator snapshot, raw observation, episode step, and steps to the rollout boundary."""
 
-    snapshot: Any
+    snapshot: EnvSnapshot
     obs: np.ndarray
     episode_step: int
     horizon: int

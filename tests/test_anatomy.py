@@ -284,3 +284,74 @@ def test_bad_sample_sizes_are_refused():
     policy, value = _nets()
     with pytest.raises(anatomy.ConfigError, match="num_actions=2 must be an integer >= 3"):
         VarianceAnatomy(ENV_CFG, LEARNER_CFG, policy, value, BaselineEstimator(), AnatomyConfig(num_actions=2))
+
+
+# ------------------------------------------------------------------------ returns as in training
+class ChainEnv(gym.Env):
+    """x -> x + 1 whatever the action, reward x + 1, terminated when x reaches 5."""
+
+    observation_space = gym.spaces.Box(0.0, 10.0, (1,))
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0
+        return np.array([self.x], dtype=np.float32), {}
+
+    def step(self, action):
+        self.x += 1
+        return np.array([self.x], dtype=np.float32), float(self.x), self.x >= 5, False, {}
+
+    def save_state(self):
+        return self.x
+
+    def restore_state(self, state):
+        self.x = state
+
+
+CHAIN_ID = "RlRelaxTest/Chain-v0"
+if CHAIN_ID not in gym.registry:
+    gym.register(CHAIN_ID, entry_point=ChainEnv, max_episode_steps=4)
+
+
+@pytest.mark.parametrize(
+    ("x", "episode_step", "horizon", "expected_end"),
+    [
+        (1, 0, 2, "bootstrap"),  # the rollout boundary after 2 steps: bootstrap with V(x = 3)
+        (2, 0, 4, "terminated"),  # x reaches 5 after 3 steps: no bootstrap, the later slot is cut
+        (1, 2, 3, "truncated"),  # the time limit (4) after 2 steps: bootstrap with V of the final observation
+    ],
+)
+def test_continuation_advantages_are_gae_with_the_bootstrap_at_the_rollout_boundary(x, episode_step, horizon,
+                                                                                   expected_end):  # fmt: skip
+    gamma, lam = 0.9, 0.8
+    policy = CategoricalPolicy(1, 2, [4], "tanh", ortho_init=True)
+    value = ValueNet(1, [4], "tanh", ortho_init=True)
+    learner = OmegaConf.create({"gamma": gamma, "gae_lambda": lam, "num_steps": horizon})
+    probe = VarianceAnatomy(OmegaConf.create({"id": CHAIN_ID}), learner, policy, value, BaselineEstimator(),
+                            AnatomyConfig(num_states=2, num_actions=3, num_continuations=2))  # fmt: skip
+    snapshot = anatomy.EnvSnapshot(x, {})
+    slot = anatomy._Slot(snapshot, np.array([x], dtype=np.float32), episode_step, horizon)
+
+    def identity(o):
+        return np.asarray(o, np.float32).reshape(len(o), -1)
+
+    advantages, v0, steps = probe._continuations(slot, np.zeros(3, dtype=np.int64), np.random.default_rng(0),
+                                                 identity, 1.0)  # fmt: skip
+    probe.close()
+
+    def v(state):
+        with torch.no_grad():
+            return value(torch.tensor([[float(state)]])).item()
+
+    n = {"bootstrap": horizon, "terminated": 5 - x, "truncated": 4 - episode_step}[expected_end]
+    deltas = []
+    for j in range(n):
+        state, reward = x + j, float(x + j + 1)
+        last = j == n - 1
+        next_value = 0.0 if (last and expected_end == "terminated") else v(state + 1)
+        deltas.append(reward + gamma * next_value - v(state))
+    expected = sum((gamma * lam) ** j * d for j, d in enumerate(deltas))
+    assert v0 == pytest.approx(v(x), abs=1e-6)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5)
+    assert steps == 3 * 2 * n
