@@ -9,6 +9,7 @@ blocks); a second process stops at once with a one-line error naming the holder'
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -87,6 +88,18 @@ def _read_holder(fd: int, wait_s: float = 2.0) -> str:
         if text or time.monotonic() > deadline:
             return text or "pid unknown"
         time.sleep(0.02)
+
+
+def remove_stale_temporary_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files (``.ckpt_*.pt.*.tmp``, ``.summary.json.*.tmp``) a process killed
+    mid-write (SIGKILL, power loss) left behind. Only safe under the run directory's lock: no other
+    process is writing them."""
+    run_dir = Path(run_dir)
+    stale = [*run_dir.glob(".summary.json.*.tmp"), *(run_dir / "checkpoints").glob(".ckpt_*.pt.*.tmp")]
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return stale
 
 
 def previous_run_files(run_dir: Path) -> list[Path]:

@@ -49,7 +49,7 @@ from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger
 from rl_relax.networks import make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
-from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside
+from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside, remove_stale_temporary_files
 from rl_relax.signals import StopSignals
 from rl_relax.variance import SampledVarianceProbe
 
@@ -367,6 +367,7 @@ class Trainer:
 
     def _resume_or_start(self) -> Path | None:
         """Restore the newest intact checkpoint (resume=true) or move an earlier run aside (resume=false)."""
+        remove_stale_temporary_files(self.run_dir)
         if not self.cfg.checkpoint.resume:
             moved = move_previous_run_aside(self.run_dir)
             if moved is not None:
@@ -471,6 +472,8 @@ class Trainer:
                 if stop.requested:  # checked once per update: the update in flight is never cut short
                     log.warning("received %s: stopping at step %d after writing a checkpoint",
                                 signal_name(stop.signum), self.global_step)  # fmt: skip
+                    if count:  # the updates since the last point get one at the stop step
+                        self._log(tb, {k: v / count for k, v in sums.items()}, None)
                     return False
                 if linear_lr:
                     self.learner.set_progress(self.global_step / total)

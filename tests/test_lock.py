@@ -59,3 +59,14 @@ def test_a_second_training_process_in_the_same_directory_stops_with_one_line(tmp
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 143
+
+
+def test_temporary_files_of_a_killed_writer_are_removed_by_the_next_run(run_training, tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    stale = [run_dir / "checkpoints" / ".ckpt_000000000400.pt.k2j3h4.tmp", run_dir / ".summary.json.x8y7.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")  # what kill -9 during a write leaves
+    run_training("total_timesteps=400", run_dir=run_dir)
+    assert not any(path.exists() for path in stale)
+    assert not list(run_dir.rglob("*.tmp"))

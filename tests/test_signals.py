@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "rl_relax.train", "total_timesteps=100000000", "logging.interval_steps=40",
+    cmd = [sys.executable, "-m", "rl_relax.train", "total_timesteps=100000000", "logging.interval_steps=400",
            "checkpoint.interval_steps=400", "logging.progress=never", f"hydra.run.dir={run_dir}", *args]  # fmt: skip
     with open(run_dir.parent / f"{run_dir.name}.out", "w") as log:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -88,7 +88,8 @@ def test_the_resume_hint_continues_the_run_on_one_step_axis(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "ok" and summary["finished"] and summary["timesteps"] == stopped_at + 400
     steps = [s for s, _ in read_scalars(run_dir)["train/value_loss"]]
-    assert steps == list(range(40, stopped_at + 401, 40))  # one counter, no point lost or doubled
+    # One counter, no point lost or doubled: every 400 steps, plus one at the stop step.
+    assert steps == sorted({*range(400, stopped_at + 401, 400), stopped_at, stopped_at + 400})
 
 
 def test_stop_signals_only_set_a_flag_and_restore_the_previous_handlers():
