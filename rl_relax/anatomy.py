@@ -48,8 +48,10 @@ s2 is the sample variance with divisor n - 1):
 - exact_value's Sigma_a = E_s[E_a[psi^2 (Q - V*)^2] - (E_a[psi Q])^2] with Q(s, a) = E[R | s, a] and
   V* = E_a Q, estimated without plugging in a noisy V*: U-statistics over distinct continuations
   (for Q^2) and distinct actions (for products of Q's and V*), each an unbiased product of
-  independent factors (:func:`exact_value_action_variance`). Its Sigma_s and Sigma_tau equal
-  no_baseline's (a state-only baseline changes neither).
+  independent factors (:func:`exact_value_action_variance`). Its Sigma_tau is no_baseline's (a
+  state-only baseline does not change it).
+- Sigma_s is the same quantity for every unbiased estimator (they share E[g | s]); each of the four is
+  estimated, and every row reports the one with the smallest standard error.
 
 Shares, ratios and "removed" fractions are ratios of unbiased estimates (consistent, not unbiased).
 An unbiased estimate of a small variance can be slightly negative; it is reported as it is.
@@ -311,8 +313,11 @@ def decompose_samples(samples: list[StateSamples], advantage_map: Callable[[torc
         per_variant["estimator"].append(state_terms(s.rest[:, None, :] + psi * adv[:, :, None]))
         exact_action.append(exact_value_action_variance(s.score, adv))
     out = {name: decompose(terms) for name, terms in per_variant.items() if name != "exact_value"}
-    none = out["no_baseline"]
-    out["exact_value"] = Decomposition(none.state, _term(torch.stack(exact_action)), none.trajectory)
+    # Sigma_s is one quantity for every unbiased estimator (E[g | s] is theirs alike): every row shows the
+    # most precise of its estimates (usually the learned V's, whose gbar_m carry the least noise).
+    state = min((d.state for d in out.values()), key=lambda t: t.stderr if math.isfinite(t.stderr) else math.inf)
+    out = {name: Decomposition(state, d.action, d.trajectory) for name, d in out.items()}
+    out["exact_value"] = Decomposition(state, _term(torch.stack(exact_action)), out["no_baseline"].trajectory)
     return out
 
 

@@ -19,6 +19,7 @@ mean -inf.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 
@@ -95,3 +96,141 @@ class SampledVarianceProbe:
 
     def close(self) -> None:
         self.env.close()
+
+
+# ----------------------------------------------------------------------------------------- the entry point
+def load_policy_at(run_or_checkpoint: Path, step: int | None):
+    """(trainer, checkpoint path or None) with the run's policy, V and control variate at ``step``.
+
+    ``step`` None: the latest checkpoint; 0: the run's initial parameters (rebuilt from its config and
+    seed, as training built them); otherwise the checkpoint of that step. Nothing is written.
+    """
+    from omegaconf import OmegaConf
+
+    from rl_relax import checkpoint as ckpt
+    from rl_relax.agent import resolve_checkpoint
+    from rl_relax.errors import CheckpointError
+    from rl_relax.trainer import Trainer
+
+    latest = resolve_checkpoint(Path(run_or_checkpoint))
+    path = latest
+    if step is not None and step != ckpt.checkpoint_step(latest):
+        path = ckpt.checkpoint_path(latest.parent, step) if step else latest
+        if step and not path.is_file():
+            have = ", ".join(str(ckpt.checkpoint_step(p)) for p in ckpt.list_checkpoints(latest.parent))
+            raise CheckpointError(f"{latest.parent} has no checkpoint of step {step} (it has: {have}). "
+                                  "Fix: pick one of those steps, or --steps latest.")  # fmt: skip
+    payload = ckpt.load_checkpoint(path)
+    cfg = OmegaConf.create(payload["config_yaml"])
+    trainer = Trainer(cfg, latest.parent.parent)
+    if step == 0:
+        return trainer, None
+    trainer.restore(payload, path)
+    return trainer, path
+
+
+def _steps_of(run_or_checkpoint: Path, choice: list[str], initial: bool) -> list[int | None]:
+    from rl_relax import checkpoint as ckpt
+    from rl_relax.agent import resolve_checkpoint
+
+    latest = resolve_checkpoint(Path(run_or_checkpoint))
+    if choice == ["latest"]:
+        steps: list[int | None] = [ckpt.checkpoint_step(latest)]
+    elif choice == ["all"]:
+        steps = [ckpt.checkpoint_step(p) for p in ckpt.list_checkpoints(latest.parent)]
+    else:
+        steps = [int(s) for s in choice]
+    return ([0] if initial else []) + steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rl_relax.variance <run dir or checkpoint> [--steps ...] [--initial] [--states M] ...``"""
+    import argparse
+    import sys
+
+    from rl_relax.anatomy import AnatomyConfig, VarianceAnatomy
+    from rl_relax.anatomy_report import markdown_table, plot_stacked, write_csv
+    from rl_relax.errors import RlRelaxError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m rl_relax.variance",
+        description="Variance anatomy of a run's policy gradient at chosen checkpoints: Sigma_s, Sigma_a, Sigma_tau "
+        "for no baseline, the learned V, the estimator's full control variate and an exact V (rl_relax/anatomy.py).",
+    )
+    parser.add_argument("path", type=Path, help="run directory, checkpoint file, or a directory holding one run")
+    parser.add_argument("--steps", nargs="+", default=["latest"],
+                        help="checkpoints to measure: latest (default), all, or their env steps")  # fmt: skip
+    parser.add_argument("--initial", action="store_true", help="also measure the run's initial policy (step 0)")
+    parser.add_argument("--states", type=int, default=64, help="M sampled states (default 64)")
+    parser.add_argument("--actions", type=int, default=8, help="K actions per state (default 8)")
+    parser.add_argument("--continuations", type=int, default=8, help="L continuations per action (default 8)")
+    parser.add_argument("--burn-in", type=int, default=None,
+                        help="B: each state's stream runs U[B, 2B) steps (default: the env's time limit)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="the probe's own seed (default 0)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: <run dir>/variance_anatomy/)")  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        steps = _steps_of(args.path, args.steps, args.initial)
+    except ValueError:
+        parser.exit(2, f"{parser.prog}: error: --steps takes latest, all or integers, got {args.steps}\n")
+    config = AnatomyConfig(args.states, args.actions, args.continuations, args.burn_in, args.seed)
+    rows, panels = [], []
+    out = None
+    try:
+        config.check()
+        for step in steps:
+            trainer, path = load_policy_at(args.path, step)
+            try:
+                out = Path(args.out or trainer.run_dir / "variance_anatomy")
+                probe = VarianceAnatomy(trainer.cfg.env, trainer.cfg.learner, trainer.policy, trainer.value,
+                                        trainer.estimator, config)  # fmt: skip
+                label = f"step {step if step is not None else trainer.global_step}"
+                try:
+                    result = probe.measure(trainer.env.normalizer_state(), _progress_printer(label))
+                finally:
+                    probe.close()
+            finally:
+                trainer.env.close()
+            print(f"{label}: {result.env_steps:,} env steps, {result.seconds:.1f} s "
+                  f"(M={config.num_states}, K={config.num_actions}, L={config.num_continuations})",
+                  file=sys.stderr)  # fmt: skip
+            step_rows = [{"step": trainer.global_step, "checkpoint": str(path) if path else "initial", **r}
+                         for r in result.rows()]  # fmt: skip
+            rows += step_rows
+            panels.append((f"{trainer.cfg.env.id}, {trainer.estimator.name}, {label}", step_rows))
+    except RlRelaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    assert out is not None
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "variance_anatomy.csv", ["step", "checkpoint"])
+    table = markdown_table(rows, ["step"])
+    (out / "variance_anatomy.md").write_text(
+        "# Variance anatomy (per-step policy gradient, mean over policy parameters)\n\n"
+        f"Command: `python -m rl_relax.variance {' '.join(sys.argv[1:] if argv is None else argv)}`\n\n" + table
+    )
+    plot_stacked(panels, out / "variance_anatomy.png", "Where the policy gradient's variance comes from")
+    print(table, end="")
+    print(f"wrote {out / 'variance_anatomy.md'}, .csv and .png", file=sys.stderr)
+    return 0
+
+
+def _progress_printer(label: str):
+    import sys
+
+    interactive = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if interactive:
+            print(f"\r{label}: state {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 4) == 0:
+            print(f"{label}: state {done}/{total}", file=sys.stderr, flush=True)
+
+    return show
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
