@@ -501,6 +501,12 @@ class Trainer:
                         probe.measure(int(cfg.variance.num_batches), self.env.normalizer_state()), self.global_step
                     )
                     next_variance = (self.global_step // variance_interval + 1) * variance_interval
+                if int(cfg.variance.get("anatomy_interval_steps", 0)):  # the variance anatomy (rl_relax/anatomy.py)
+                    from rl_relax.variance import AnatomyProbe
+
+                    anatomy = AnatomyProbe(cfg, self.policy, self.value, self.estimator)
+                    if anatomy.due(self.global_step, steps_per_update):
+                        tb.scalars(anatomy.measure(self.env.normalizer_state(), self.global_step), self.global_step)
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval

@@ -98,6 +98,40 @@ class SampledVarianceProbe:
         self.env.close()
 
 
+class AnatomyProbe:
+    """The variance anatomy during training, every ``variance.anatomy_interval_steps`` env steps.
+
+    Each measurement builds its own envs and generator (seeded from the run seed and the step), so it
+    never touches the training run's environments or random streams, and closes them afterwards.
+    """
+
+    def __init__(self, cfg, policy, value, estimator):
+        self.cfg, self.policy, self.value, self.estimator = cfg, policy, value, estimator
+        self.interval = int(cfg.variance.anatomy_interval_steps)
+
+    def due(self, global_step: int, steps_per_update: int) -> bool:
+        """Whether this update crossed a multiple of the interval."""
+        return self.interval > 0 and global_step // self.interval > (global_step - steps_per_update) // self.interval
+
+    def measure(self, normalizer_state: dict, global_step: int) -> dict[str, float]:
+        import logging
+
+        from rl_relax.anatomy import AnatomyConfig, VarianceAnatomy
+
+        v = self.cfg.variance
+        config = AnatomyConfig(int(v.anatomy_states), int(v.anatomy_actions), int(v.anatomy_continuations),
+                               seed=int(self.cfg.seed) * 1_000_003 + int(global_step))  # fmt: skip
+        probe = VarianceAnatomy(self.cfg.env, self.cfg.learner, self.policy, self.value, self.estimator, config)
+        try:
+            result = probe.measure(normalizer_state)
+        finally:
+            probe.close()
+        logging.getLogger("rl_relax").info(
+            "variance anatomy at step %d: %d env steps, %.1f s", global_step, result.env_steps, result.seconds
+        )
+        return result.scalars()
+
+
 # ----------------------------------------------------------------------------------------- the entry point
 def load_policy_at(run_or_checkpoint: Path, step: int | None):
     """(trainer, checkpoint path or None) with the run's policy, V and control variate at ``step``.

@@ -14,7 +14,7 @@ from rl_relax.env_state import (
 )
 
 RESTORABLE = ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0",
-              "InvertedPendulum-v5", "InvertedDoublePendulum-v5", "HalfCheetah-v5"]  # fmt: skip
+              "InvertedPendulum-v5", "InvertedDoublePendulum-v5"]  # fmt: skip
 
 
 def _transitions(env: gym.Env, actions: list) -> list[tuple]:
