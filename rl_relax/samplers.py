@@ -33,6 +33,7 @@ Gaussian: a = mu + sigma * eps, eps ~ N(0, I).
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 
 def gumbel(u: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,18 @@ def relaxed_bernoulli(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def conditional_bernoulli(logits: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """z~ ~ p(z | b, theta) for the Bernoulli relaxation, differentiable in the logits (see above)."""
-    theta = torch.sigmoid(logits)
-    v_prime = torch.where(b > 0.5, v * theta + (1.0 - theta), v * (1.0 - theta))
-    return logits + torch.log(v_prime) - torch.log1p(-v_prime)
+    """z~ ~ p(z | b, theta) for the Bernoulli relaxation, differentiable in the logits (see above).
+
+    Computed in log space: z~ = logit + log v' - log(1 - v') with
+
+        b = 1:  log v' = log1p(-(1 - v) theta),   log(1 - v') = log1p(-v) + log theta
+        b = 0:  log v' = log v + log(1 - theta),  log(1 - v') = log1p(-v (1 - theta))
+
+    the same function of theta (v held fixed), but finite in float32 where forming v' first would round
+    it to 1 (e.g. v = 1 - 2e-7 and theta = 0.2) and return an infinite z~.
+    """
+    log_theta, log_one_minus_theta = F.logsigmoid(logits), F.logsigmoid(-logits)
+    one = b > 0.5
+    log_v_prime = torch.where(one, torch.log1p(-(1.0 - v) * log_theta.exp()), torch.log(v) + log_one_minus_theta)
+    log_rest = torch.where(one, torch.log1p(-v) + log_theta, torch.log1p(-v * log_one_minus_theta.exp()))
+    return logits + log_v_prime - log_rest

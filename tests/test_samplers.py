@@ -1,10 +1,11 @@
 """Samplers: Gumbel-max follows the policy; the conditional sampler reproduces the joint law of
 (argmax z, z); the paper code's biased sampler is caught by the same test."""
 
+import numpy as np
 import pytest
 import torch
 
-from rl_relax.samplers import biased_conditional_gumbel, conditional_gumbel, relaxed_categorical
+from rl_relax.samplers import biased_conditional_gumbel, conditional_bernoulli, conditional_gumbel, relaxed_categorical
 
 LOGITS = torch.tensor([0.5, -0.3, 1.2, -1.0])
 N = 200_000
@@ -70,3 +71,17 @@ def test_conditional_sampler_stays_finite_for_a_near_deterministic_policy():
     assert z_tilde[0, 1].item() == pytest.approx(-150.0 - torch.log(-torch.log(v[0, 1])).item(), abs=1e-3)
     (grad,) = torch.autograd.grad(torch.softmax(z_tilde, -1)[:, 0].sum() + z_tilde.sum(), logits)
     assert torch.isfinite(grad).all()
+
+
+def test_conditional_bernoulli_is_finite_where_v_prime_would_round_to_one():
+    """v = 1 - 2e-7, theta = 0.2, b = 1: v' = 1 - (1 - v) theta rounds to 1 in float32; the log-space
+    sampler stays finite and equals the float64 value of the formula."""
+    logits = torch.full((1,), float(np.log(0.2 / 0.8)), requires_grad=True)
+    b, v = torch.ones(1), torch.full((1,), 1.0 - 2e-7)
+    z = conditional_bernoulli(logits, b, v)
+    (grad,) = torch.autograd.grad(z.sum(), logits)
+    assert torch.isfinite(z).all() and torch.isfinite(grad).all()
+    theta, v64 = 0.2, float(v.double())
+    v_prime = 1.0 - (1.0 - v64) * theta
+    expected = np.log(0.25) + np.log(v_prime) - np.log((1.0 - v64) * theta)
+    assert z.item() == pytest.approx(expected, rel=1e-5)
