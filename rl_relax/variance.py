@@ -204,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: <run dir>/variance_anatomy/)")  # fmt: skip
     args = parser.parse_args(argv)
-    try:
-        steps = _steps_of(args.path, args.steps, args.initial)
-    except ValueError:
-        parser.exit(2, f"{parser.prog}: error: --steps takes latest, all or integers, got {args.steps}\n")
     config = AnatomyConfig(args.states, args.actions, args.continuations, args.burn_in, args.seed)
     rows, panels = [], []
     out = None
     try:
+        try:
+            steps = _steps_of(args.path, args.steps, args.initial)
+        except ValueError:
+            parser.exit(2, f"{parser.prog}: error: --steps takes latest, all or integers, got {args.steps}\n")
         config.check()
         for step in steps:
             trainer, path = load_policy_at(args.path, step)

@@ -48,3 +48,61 @@ def test_online_state_round_trip():
     b = OnlineGradientVariance(2)
     b.load_state_dict(a.state_dict())
     assert b.log_variance() == a.log_variance() and b.count == 3
+
+
+# ----------------------------------------------------------------------------------------- the anatomy in use
+ANATOMY = ["variance.anatomy_interval_steps=400", "variance.anatomy_states=2", "variance.anatomy_actions=3",
+           "variance.anatomy_continuations=2"]  # fmt: skip
+
+
+def test_the_anatomy_during_training_logs_its_scalars_and_leaves_training_unchanged(tmp_path):
+    from rl_relax.train import train
+    from tests.conftest import compose_config, read_scalars
+
+    common = ["env=CartPole", "estimator=relax", "total_timesteps=800", "checkpoint.interval_steps=400"]
+    with_probe = train(compose_config(*common, *ANATOMY), tmp_path / "on")
+    without = train(compose_config(*common), tmp_path / "off")
+    scalars = read_scalars(tmp_path / "on")
+    assert [s for s, _ in scalars["variance/action_removed_by_cv"]] == [400, 800]
+    assert {"variance/state", "variance/action", "variance/trajectory", "variance/share_action"} <= set(scalars)
+    assert not any(tag.startswith("variance/") for tag in read_scalars(tmp_path / "off"))
+    # The probe has its own envs and generator: the training run is the same with or without it.
+    assert with_probe["final_return_mean"] == without["final_return_mean"]
+    on, off = read_scalars(tmp_path / "on"), read_scalars(tmp_path / "off")
+    assert on["train/policy_loss"] == off["train/policy_loss"]
+
+
+def test_the_entry_point_writes_table_csv_and_picture_for_chosen_checkpoints(tmp_path, capsys):
+    from rl_relax.train import train
+    from rl_relax.variance import main
+    from tests.conftest import compose_config
+
+    run = tmp_path / "run"
+    train(compose_config("env=CartPole", "estimator=relax", "total_timesteps=800", "checkpoint.interval_steps=400",
+                         "checkpoint.keep_last=3"), run)  # fmt: skip
+    out = tmp_path / "anatomy"
+    code = main([str(run), "--steps", "all", "--initial", "--states", "3", "--actions", "3", "--continuations", "2",
+                 "--out", str(out)])  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "env steps" in captured.err and "state 3/3" in captured.err  # cost and progress
+    rows = (out / "variance_anatomy.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 4  # steps 0, 400, 800 x four estimators
+    assert rows[1].startswith("0,initial,no_baseline")
+    assert (out / "variance_anatomy.png").stat().st_size > 1000
+    assert "| 800 | estimator's full control variate |" in (out / "variance_anatomy.md").read_text()
+
+
+def test_the_entry_point_refuses_a_missing_run_and_an_unrestorable_env_in_one_line(tmp_path, capsys):
+    from rl_relax.train import train
+    from rl_relax.variance import main
+    from tests.conftest import compose_config
+
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    run = tmp_path / "lunar"
+    train(compose_config("env=LunarLander", "total_timesteps=40", "env.num_envs=2", "learner.num_steps=2"), run)
+    assert main([str(run), "--states", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: LunarLander-v3 is a Box2D env") and err.count("\n") == 1
+    assert not (run / "variance_anatomy").exists()  # nothing written
