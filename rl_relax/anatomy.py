@@ -158,10 +158,11 @@ def exact_value_action_variance(score: torch.Tensor, advantages: torch.Tensor) -
 
 @dataclass
 class Term:
-    """One summarised term: the mean over parameters of the per-parameter estimate, and its standard error."""
+    """One term: the mean over parameters of the per-parameter estimates, its standard error, and those estimates."""
 
     value: float
     stderr: float
+    per_parameter: torch.Tensor | None = None  # (P,) the unbiased estimate for each policy parameter (float64)
 
 
 @dataclass
@@ -186,10 +187,11 @@ class Decomposition:
 
 def _term(per_state: torch.Tensor) -> Term:
     """Mean over states (and parameters) of per-state contributions (M, P), with its standard error."""
-    per_state_mean = per_state.double().mean(1)
+    per_state = per_state.double()
+    per_state_mean = per_state.mean(1)
     m = per_state_mean.shape[0]
     stderr = per_state_mean.std().item() / math.sqrt(m) if m > 1 else math.nan
-    return Term(per_state_mean.mean().item(), stderr)
+    return Term(per_state_mean.mean().item(), stderr, per_state.mean(0))
 
 
 def decompose(per_state: list[dict[str, torch.Tensor]]) -> Decomposition:

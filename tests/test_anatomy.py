@@ -355,3 +355,12 @@ def test_continuation_advantages_are_gae_with_the_bootstrap_at_the_rollout_bound
     assert v0 == pytest.approx(v(x), abs=1e-6)
     np.testing.assert_allclose(advantages, expected, rtol=1e-5)
     assert steps == 3 * 2 * n
+
+
+def test_per_parameter_estimates_are_kept_and_summarise_to_the_reported_mean():
+    problem = TableProblem()
+    estimate = _estimate(problem.sample(500, 3, 2, seed=2))
+    for name in ("state", "action", "trajectory"):
+        term = getattr(estimate, name)
+        assert term.per_parameter.shape == (2,)
+        assert term.value == pytest.approx(term.per_parameter.mean().item(), rel=1e-12)
