@@ -414,9 +414,10 @@ class VarianceAnatomy:
         env_cfg: the run's ``env`` config (a restorable env, :mod:`rl_relax.env_state`).
         learner_cfg: the run's ``learner`` config (gamma, gae_lambda, num_steps, normalize_advantage).
         policy, value, estimator: the run's, only read.
-        normalizer_state: the run's frozen normalisation statistics (``VectorEnvHandle.normalizer_state()``).
         config: M, K, L, burn-in and the probe's own seed.
-        progress: called as progress(done, total) after each state (for a progress bar).
+
+    :meth:`measure` takes the run's frozen normalisation statistics (``VectorEnvHandle.normalizer_state()``)
+    and an optional ``progress(done, total)`` callback; :meth:`close` closes the probe's envs.
     """
 
     def __init__(self, env_cfg: Any, learner_cfg: Any, policy: Policy, value: ValueNet, estimator: Estimator,
