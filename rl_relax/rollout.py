@@ -98,20 +98,22 @@ class RolloutCollector:
         self.extra_noise = extra_noise
         self._next_obs: np.ndarray | None = None
         self._reset_pending = np.zeros(buffer.num_envs, dtype=bool)
-        self._episode_step = np.zeros(buffer.num_envs, dtype=np.int64)
 
     def start(self, obs: np.ndarray) -> None:
         """Begin from freshly reset observations."""
         self._next_obs = obs
         self._reset_pending = np.zeros(self.buffer.num_envs, dtype=bool)
-        self._episode_step = np.zeros(self.buffer.num_envs, dtype=np.int64)
 
     def collect(self) -> EpisodeRecord:
         """Fill the buffer with ``num_steps`` vector steps; return the episodes that ended."""
         buf, n = self.buffer, self.buffer.num_envs
         episodes = EpisodeRecord()
         step = self.env.envs.step
+        # gymnasium's episode statistics count the steps of each env's current episode (NEXT_STEP:
+        # the reset step does not count): before step t that is t's position in its episode.
+        stats = self.env.episode_stats
         for t in range(buf.num_steps):
+            buf.episode_step_np[t] = stats.episode_lengths
             # Copy the observation before stepping: vector envs may reuse their arrays.
             buf.obs_np[t] = self._next_obs.reshape(n, -1)
             out = self.policy.act(buf.obs_np[t], self.rng)
@@ -138,10 +140,5 @@ class RolloutCollector:
         np.logical_not(self._reset_pending, out=buf.valid_np[0])
         np.logical_not(done[:-1], out=buf.valid_np[1:])
         self._reset_pending = done[-1]
-        # Position in the episode: counts valid steps, restarts after each end, -1 on reset slots.
-        position = self._episode_step
-        for t in range(buf.num_steps):
-            buf.episode_step_np[t] = np.where(buf.valid_np[t], position, -1)
-            position = np.where(done[t], 0, position + buf.valid_np[t])
-        self._episode_step = position
+        np.putmask(buf.episode_step_np, ~buf.valid_np, -1)  # reset slots belong to no episode
         return episodes

@@ -56,12 +56,19 @@ def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
     for p in learner.value.parameters():  # a V far from zero and far from the true values
         p.data.normal_(0.0, 1.0)
     relax, baseline = learner.estimator, BaselineEstimator()
-    envs = gym.vector.SyncVectorEnv(
-        [EndsOnAction] * (GROUPS * NUM_ENVS), autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(
+        gym.vector.SyncVectorEnv(
+            [EndsOnAction] * (GROUPS * NUM_ENVS), autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+        )
     )
     buf = RolloutBuffer(NUM_STEPS, GROUPS * NUM_ENVS, 3, learner.policy, {"u": (3,), "v": (3,)}, torch.device("cpu"))
     collector = RolloutCollector(
-        SimpleNamespace(envs=envs), learner.policy, buf, np.random.default_rng(0), ("u",), relax.extra_noise
+        SimpleNamespace(envs=envs, episode_stats=envs),
+        learner.policy,
+        buf,
+        np.random.default_rng(0),
+        ("u",),
+        relax.extra_noise,
     )
     collector.start(envs.reset(seed=0)[0])
     relax_minus_baseline, value_term = [], []
