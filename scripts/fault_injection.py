@@ -230,8 +230,8 @@ def full_disk(base: Path) -> dict:
 
 def two_processes(n: int, base: Path) -> dict:
     """Two jobs (seeds 7 and 8) started together in one directory: one trains, the other stops with one line."""
-    counts = {"trials": n, "exactly_one_ran": 0, "refusals_naming_pid": 0, "crashes_or_tracebacks": 0,
-              "mixed_seed_checkpoints": 0}  # fmt: skip
+    counts = {"trials": n, "exactly_one_ran": 0, "refusals_naming_pid": 0, "refusals_other_seed": 0,
+              "crashes_or_tracebacks": 0, "mixed_seed_checkpoints": 0}  # fmt: skip
     for i in range(n):
         run_dir = base / f"pair{i}"
         a = start(run_dir, "seed=7", "total_timesteps=4000", "checkpoint.interval_steps=400")
@@ -240,6 +240,8 @@ def two_processes(n: int, base: Path) -> dict:
         codes = [a.returncode, b.returncode]
         counts["exactly_one_ran"] += sorted(codes) == [0, 2]
         counts["refusals_naming_pid"] += sum("in use by another training process (pid " in o for o in outs)
+        # The second job started after the first had finished: it finds seed 7's checkpoint and refuses it.
+        counts["refusals_other_seed"] += sum("different seed: " in o for o in outs)
         counts["crashes_or_tracebacks"] += sum("Traceback" in o for o in outs)
         seeds = {ckpt.load_checkpoint(p)["meta"]["seed"] for p in ckpt.list_checkpoints(run_dir / "checkpoints")}
         counts["mixed_seed_checkpoints"] += len(seeds) > 1
