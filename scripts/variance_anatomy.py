@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import platform
 import statistics
 import subprocess
@@ -59,7 +60,12 @@ def train_overrides(env: str, estimator: str, seed: int, total: int, run_dir: Pa
 
 
 def train(env: str, estimator: str, seed: int, total: int, run_dir: Path) -> None:
-    """``python -m rl_relax.train ...`` (a finished run is left as it is: re-running it writes nothing)."""
+    """``python -m rl_relax.train ...``, unless the run already finished (its summary.json says so)."""
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        done = json.loads(summary.read_text())
+        if done.get("finished") and done.get("timesteps", 0) >= total:
+            return
     command = [sys.executable, "-m", "rl_relax.train", *train_overrides(env, estimator, seed, total, run_dir)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -81,6 +87,18 @@ def mean_return_at(run_dir: Path, step: int) -> float | None:
 
 
 def measure(run_dir: Path, step: int, config) -> tuple[list[dict], float, int]:
+    """The anatomy's rows at ``step``, cached in the run directory (an interrupted script resumes)."""
+    cache = run_dir / (f"anatomy_step{step}_M{config.num_states}_K{config.num_actions}_L{config.num_continuations}"
+                       f"_seed{config.seed}.json")  # fmt: skip
+    if cache.is_file():
+        cached = json.loads(cache.read_text())
+        return cached["rows"], cached["seconds"], cached["env_steps"]
+    rows, seconds, env_steps = _measure(run_dir, step, config)
+    cache.write_text(json.dumps({"rows": rows, "seconds": seconds, "env_steps": env_steps}))
+    return rows, seconds, env_steps
+
+
+def _measure(run_dir: Path, step: int, config) -> tuple[list[dict], float, int]:
     from rl_relax.anatomy import VarianceAnatomy
     from rl_relax.variance import load_policy_at
 
