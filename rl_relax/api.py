@@ -77,6 +77,8 @@ def to_overrides(settings: Mapping[str, Any]) -> list[str]:
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config ``python -m rl_relax.train <overrides>`` runs with, including Hydra's own node."""
+    import rl_relax.config  # noqa: F401  (registers the resolver hydra.run.dir uses)
+
     try:
         with initialize_config_module("rl_relax.configs", version_base="1.3"):
             return compose("train", overrides=list(overrides), return_hydra_config=True)
@@ -188,7 +190,7 @@ def train_agent(
         ) from None
 
     with _run_logging(directory / "train.log", verbose):
-        summary = train(task, directory)
+        summary = train(task, directory, list(hydra_node.overrides.task))
     return TrainResult(summary=summary, run_dir=directory, config=task)
 
 

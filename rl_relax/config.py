@@ -30,6 +30,18 @@ MAX_COUNT = 2**62
 MAX_NUM_ENVS = 65_536
 MAX_ROLLOUT = 2**24  # env.num_envs * learner.num_steps transitions held in memory per update
 
+
+def experiment_directory(experiment: str | None) -> str:
+    """``<experiment>/`` for a run of ``experiment=<name>``, nothing without one: the default run directory
+    (``hydra.run.dir`` in configs/train.yaml) is ``runs/[<experiment>/]<run_name>/<date_time>``, so two
+    experiments with the same env, estimator and seed never share a TensorBoard run name."""
+    return f"{experiment}/" if experiment else ""
+
+
+# Registered on import: Hydra resolves hydra.run.dir after importing rl_relax.train (and so this module).
+if not OmegaConf.has_resolver("rl_relax.experiment_dir"):
+    OmegaConf.register_new_resolver("rl_relax.experiment_dir", experiment_directory)
+
 # A check returns None when the value is fine, else the requirement: "must be a positive integer".
 Check = Callable[[Any], str | None]
 
@@ -166,6 +178,8 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "variance.anatomy_states": (number(2, 1_000_000, integer=True, what="an integer >= 2"), "64"),
     "variance.anatomy_actions": (number(3, 1_000_000, integer=True, what="an integer >= 3"), "8"),
     "variance.anatomy_continuations": (number(2, 1_000_000, integer=True, what="an integer >= 2"), "8"),
+    "eval.interval_steps": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "10000"),
+    "eval.episodes": (positive(integer=True, hi=1_000_000), "10"),
     "logging.interval_steps": (positive(integer=True, hi=MAX_COUNT), "2000"),
     "logging.progress": (choice(("auto", "always", "never")), "auto"),
     "logging.progress_interval_s": (positive(), "30"),

@@ -8,8 +8,13 @@ Scalars (x-axis: environment steps summed over all envs):
 - ``train/policy_loss``, ``train/value_loss``, ``train/entropy``, ``train/grad_norm`` (global norm
   before clipping): means over the updates since the last write;
 - ``train/explained_variance`` (last update), ``train/learning_rate``, ``train/std`` (Gaussian);
-- ``time/fps``: env steps per second of wall time since this process started training;
-- whatever the estimator reports (e.g. ``cv/loss``), under the names it chooses.
+- ``time/fps``: env steps per second of training since this process started (the seconds spent in
+  variance probes and evaluation left out); ``time/probe_s``, ``time/anatomy_s``, ``time/eval_s``: the
+  seconds one sampled-variance probe, variance anatomy or evaluation took, at the step it ran;
+- ``eval/mean_reward``, ``eval/mean_ep_length``: periodic deterministic evaluation (``eval.*`` keys);
+- whatever the estimator reports (e.g. ``cv/loss``), under the names it chooses;
+- ``hparams/final_return``, ``hparams/episodes_to_solve``, ``hparams/variance_ratio``: once, at the
+  final step, the metrics of TensorBoard's HParams tab (next to the run's hparams, :func:`run_hparams`).
 """
 
 from __future__ import annotations
@@ -18,12 +23,55 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 log = logging.getLogger("rl_relax")
+
+# Overrides that do not change the experiment (the same list as hydra.job.config.override_dirname.exclude_keys
+# in configs/train.yaml, which names sweep job directories; a test keeps them equal): not hparams.
+NOT_HPARAMS = ("device", "logging.progress", "logging.progress_interval_s", "logging.interval_steps",
+               "checkpoint.interval_steps", "checkpoint.keep_last", "checkpoint.resume")  # fmt: skip
+# Config groups: their override value is the option's name (env=CartPole), not a config value.
+CONFIG_GROUPS = ("env", "estimator", "experiment")
+
+
+def run_hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
+    """The hyperparameters that define a run, for TensorBoard's HParams tab.
+
+    Always ``env.id``, ``estimator.name`` and ``seed``; then every override of the run (Hydra's task
+    overrides, e.g. ``estimator=relax learner.lr=1e-3``) except Hydra's own and :data:`NOT_HPARAMS`.
+    A group override keeps its option name; a key override takes the config's (typed) value, so a
+    sweep's numbers sort as numbers. Booleans and other values become strings (the tab's types).
+    """
+    found: dict[str, Any] = {"env.id": cfg.env.id, "estimator.name": cfg.estimator.name, "seed": int(cfg.seed)}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.startswith("hydra") or key in NOT_HPARAMS:
+            continue
+        value: Any = text
+        if key not in CONFIG_GROUPS:
+            try:
+                value = OmegaConf.select(cfg, key, default=text)
+            except OmegaConfBaseException:
+                value = text
+            if isinstance(value, DictConfig | ListConfig):
+                value = OmegaConf.to_yaml(value, resolve=True).strip().replace("\n", ", ")
+        found[key] = value
+    return {key: _hparam_value(value) for key, value in found.items()}
+
+
+def _hparam_value(value: Any) -> float | int | str:
+    if isinstance(value, bool) or value is None:
+        return "null" if value is None else str(value).lower()
+    return value if isinstance(value, int | float | str) else str(value)
 
 
 class TensorBoardLogger:
@@ -35,6 +83,23 @@ class TensorBoardLogger:
     def config(self, cfg: DictConfig) -> None:
         yaml = OmegaConf.to_yaml(cfg, resolve=True)
         self.writer.add_text("config", "```yaml\n" + yaml + "\n```", global_step=0)
+
+    def hparams_start(self, hparams: dict[str, Any]) -> None:
+        """The HParams plugin's session-start record (the run's hparams), in the run's own event file.
+
+        Only the session records are written, no experiment record: TensorBoard then builds the
+        HParams tab from every run's session (the union of their hparams, the metrics from their
+        scalar tags). An experiment record, as ``add_hparams`` writes one, would make one run's hparam
+        list stand for all runs under the log directory.
+        """
+        _, session_start, _ = hparams_summaries(hparams, {})
+        self.writer.file_writer.add_summary(session_start, global_step=0)
+
+    def hparams_end(self, metrics: dict[str, float], step: int) -> None:
+        """The metric values (scalars under their tags) and the session-end record, at the final step."""
+        self.scalars(metrics, step)
+        _, _, session_end = hparams_summaries({}, {})
+        self.writer.file_writer.add_summary(session_end, global_step=step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """One ``add_scalar`` per tag. (Writing them as one event through the writer's internal

@@ -30,9 +30,12 @@ from rl_relax.trainer import Trainer
 log = logging.getLogger("rl_relax")
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train (or resume) the run described by ``cfg`` in ``run_dir``; return its summary."""
-    trainer = Trainer(cfg, run_dir)
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Train (or resume) the run described by ``cfg`` in ``run_dir``; return its summary.
+
+    ``overrides``: the overrides that define the run (its TensorBoard hparams), e.g. Hydra's task overrides.
+    """
+    trainer = Trainer(cfg, run_dir, overrides)
     return trainer.run()
 
 
@@ -66,7 +69,8 @@ def main(cfg: DictConfig) -> float:
     """Train one run; return the sweep objective (Hydra sweepers such as Optuna maximise it)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        return objective(train(cfg, run_dir), str(cfg.sweep_objective))
+        overrides = list(HydraConfig.get().overrides.task)
+        return objective(train(cfg, run_dir, overrides), str(cfg.sweep_objective))
     except TrainingInterrupted as exc:
         stop = getattr(exc, "stop_signals", None)
         if stop is not None and stop.successor() is not None:

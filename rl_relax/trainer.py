@@ -45,8 +45,9 @@ from rl_relax.errors import (
 )
 from rl_relax.estimators.base import Estimator
 from rl_relax.estimators.baseline import BaselineEstimator
+from rl_relax.evaluation import PeriodicEvaluation
 from rl_relax.learner import A2CLearner
-from rl_relax.logger import Progress, TensorBoardLogger
+from rl_relax.logger import Progress, TensorBoardLogger, run_hparams
 from rl_relax.networks import make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
 from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside, remove_stale_temporary_files
@@ -136,11 +137,16 @@ def apply_configured_hyperparameters(loaded: dict[str, Any], fresh: dict[str, An
 
 
 class Trainer:
-    """One training run in ``run_dir``; resumes from ``run_dir/checkpoints`` when it can."""
+    """One training run in ``run_dir``; resumes from ``run_dir/checkpoints`` when it can.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    ``overrides`` are the command-line overrides that define the run (Hydra's task overrides; the
+    Python API passes its own): they become the run's TensorBoard hparams.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
         validate(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.overrides = list(overrides or [])
         self.ckpt_dir = self.run_dir / "checkpoints"
         torch.set_num_threads(int(cfg.torch_threads))
         if cfg.torch_deterministic:
@@ -176,6 +182,7 @@ class Trainer:
         self.threshold = threshold_for(cfg.env)
         self.stop_when_solved = bool(cfg.stop_when_solved)
         self._probe: SampledVarianceProbe | None = None
+        self._evaluation: PeriodicEvaluation | None = None
         window = int(cfg.env.solved_window)
         self.recent_returns: deque[float] = deque(maxlen=window)
         self.recent_lengths: deque[int] = deque(maxlen=window)
@@ -184,6 +191,11 @@ class Trainer:
         self.episodes_to_solve: int | None = None
         self.steps_to_solve: int | None = None
         self.wall_time_before = 0.0  # wall time of earlier sessions of this run (resume)
+        # Seconds spent measuring (variance probes) and evaluating, over the whole run: not training, so
+        # fps leaves them out. _side_s_session: the part spent in this process.
+        self.probe_time_s = self.eval_time_s = self._side_s_session = 0.0
+        # Sum and count of log(grad/variance_ratio_sampled) over the run: the hparams metric.
+        self.log_ratio_sum, self.log_ratio_count = 0.0, 0
         modules = {"policy": self.policy, "value": self.value, "estimator": self.estimator}
         network = {f"{name}.activation": str(cfg[name].activation) for name in modules if "activation" in cfg[name]}
         network["frozen parameters"] = sorted(
@@ -225,6 +237,10 @@ class Trainer:
                 "recent_returns": list(self.recent_returns),
                 "recent_lengths": list(self.recent_lengths),
                 "wall_time_s": self._wall_time(),
+                "probe_time_s": self.probe_time_s,
+                "eval_time_s": self.eval_time_s,
+                "log_ratio_sum": self.log_ratio_sum,
+                "log_ratio_count": self.log_ratio_count,
             },
         }
 
@@ -263,6 +279,11 @@ class Trainer:
         self.recent_returns.extend(counters["recent_returns"])
         self.recent_lengths.extend(counters["recent_lengths"])
         self.wall_time_before = float(counters["wall_time_s"])
+        # .get: checkpoints written before these counters existed resume with zeros.
+        self.probe_time_s = float(counters.get("probe_time_s", 0.0))
+        self.eval_time_s = float(counters.get("eval_time_s", 0.0))
+        self.log_ratio_sum = float(counters.get("log_ratio_sum", 0.0))
+        self.log_ratio_count = int(counters.get("log_ratio_count", 0))
         self._saved_step = self.global_step
 
     def save_checkpoint(self) -> Path:
@@ -312,13 +333,17 @@ class Trainer:
     def mean_return(self) -> float | None:
         return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else None
 
+    def mean_variance_ratio(self) -> float | None:
+        """Geometric mean of the run's ``grad/variance_ratio_sampled`` measurements (None if none)."""
+        return math.exp(self.log_ratio_sum / self.log_ratio_count) if self.log_ratio_count else None
+
     def summary(self, finished: bool, status: str = "ok") -> dict[str, Any]:
-        elapsed = time.perf_counter() - self._t0
         session_steps = self.global_step - self._start_step
         if session_steps > 0:
-            fps = session_steps / elapsed if elapsed > 0 else None
-        else:  # nothing trained in this process: the whole run's rate, not 0
-            fps = self.global_step / self.wall_time_before if self.wall_time_before > 0 else None
+            fps = self._fps() or None
+        else:  # nothing trained in this process: the whole run's training rate, not 0
+            training_s = self.wall_time_before - self.probe_time_s - self.eval_time_s
+            fps = self.global_step / training_s if training_s > 0 else None
         return {
             "env_id": self.cfg.env.id,
             "estimator": self.estimator.name,
@@ -333,8 +358,11 @@ class Trainer:
             "steps_to_solve": self.steps_to_solve,
             "final_return_mean": self.mean_return(),
             "final_length_mean": (sum(self.recent_lengths) / len(self.recent_lengths)) if self.recent_lengths else None,
-            "fps": fps,
+            "fps": fps,  # training only: probe and evaluation time excluded
             "wall_time_s": self._wall_time(),
+            "probe_time_s": self.probe_time_s,
+            "eval_time_s": self.eval_time_s,
+            "variance_ratio_mean": self.mean_variance_ratio(),
             "device": str(self.device),
             "finished": finished,
             "status": status,
@@ -364,6 +392,8 @@ class Trainer:
             self.env.close()
             if self._probe is not None:
                 self._probe.close()
+            if self._evaluation is not None:
+                self._evaluation.close()
 
     def _resume_or_start(self) -> Path | None:
         """Restore the newest intact checkpoint (resume=true) or move an earlier run aside (resume=false)."""
@@ -411,6 +441,7 @@ class Trainer:
         )
         try:
             tb = TensorBoardLogger(self.run_dir, purge_step=purge_step)
+            self._hparams = run_hparams(cfg, self.overrides)
         except OSError as exc:
             raise ckpt.storage_error(self.run_dir / "events.out.tfevents.*", exc, "TensorBoard events") from None
         try:
@@ -454,18 +485,21 @@ class Trainer:
         cfg = self.cfg
         if fresh:
             tb.config(cfg)
+            tb.hparams_start(self._hparams)  # once per run: a resumed session continues the same session
         steps_per_update = self.buffer.num_steps * self.buffer.num_envs
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
         ckpt_interval = int(cfg.checkpoint.interval_steps)
         next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
         variance_interval = int(cfg.variance.interval_steps)
         next_variance = (self.global_step // variance_interval + 1) * variance_interval if variance_interval else None
+        eval_interval = int(cfg.eval.interval_steps)
+        next_eval = (self.global_step // eval_interval + 1) * eval_interval if eval_interval else None
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
         linear_lr = cfg.learner.lr_schedule == "linear"
         self.learner.set_progress(self.global_step / total)
         sums = {"train/policy_loss": 0.0, "train/value_loss": 0.0, "train/grad_norm": 0.0, "grad/pg_norm": 0.0}
         count = 0
-        self._t0, self._start_step = time.perf_counter(), self.global_step
+        self._t0, self._start_step, self._side_s_session = time.perf_counter(), self.global_step, 0.0
         log.info("training %s with %s for %d steps -> %s", cfg.env.id, self.estimator.name, total, self.run_dir)
         try:
             while self.global_step < total:
@@ -496,17 +530,30 @@ class Trainer:
                     sums = dict.fromkeys(sums, 0.0)
                     count = 0
                 if next_variance is not None and self.global_step >= next_variance:
+                    started = time.perf_counter()
                     probe = self._variance_probe()
-                    tb.scalars(
-                        probe.measure(int(cfg.variance.num_batches), self.env.normalizer_state()), self.global_step
-                    )
+                    measured = probe.measure(int(cfg.variance.num_batches), self.env.normalizer_state())
+                    if "grad/variance_ratio_sampled" in measured:
+                        self.log_ratio_sum += math.log(measured["grad/variance_ratio_sampled"])
+                        self.log_ratio_count += 1
+                    measured["time/probe_s"] = self._side_time(started, "probe")
+                    tb.scalars(measured, self.global_step)
                     next_variance = (self.global_step // variance_interval + 1) * variance_interval
                 if int(cfg.variance.get("anatomy_interval_steps", 0)):  # the variance anatomy (rl_relax/anatomy.py)
                     from rl_relax.variance import AnatomyProbe
 
                     anatomy = AnatomyProbe(cfg, self.policy, self.value, self.estimator)
                     if anatomy.due(self.global_step, steps_per_update):
-                        tb.scalars(anatomy.measure(self.env.normalizer_state(), self.global_step), self.global_step)
+                        started = time.perf_counter()
+                        measured = anatomy.measure(self.env.normalizer_state(), self.global_step)
+                        measured["time/anatomy_s"] = self._side_time(started, "probe")
+                        tb.scalars(measured, self.global_step)
+                if next_eval is not None and self.global_step >= next_eval:
+                    started = time.perf_counter()
+                    evaluated = self._periodic_evaluation().evaluate(self.env.normalizer_state())
+                    evaluated["time/eval_s"] = self._side_time(started, "eval")
+                    tb.scalars(evaluated, self.global_step)
+                    next_eval = (self.global_step // eval_interval + 1) * eval_interval
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
@@ -517,7 +564,27 @@ class Trainer:
             progress.update(self.global_step, self._fps(), self.mean_return(), force=True)
         finally:
             progress.close()
+        tb.hparams_end(self._final_metrics(), self.global_step)
         return True
+
+    def _final_metrics(self) -> dict[str, float]:
+        """The HParams tab's metrics: final return, episodes to solve, mean same-policy variance ratio."""
+        metrics = {
+            "hparams/final_return": self.mean_return(),
+            "hparams/episodes_to_solve": self.episodes_to_solve,
+            "hparams/variance_ratio": self.mean_variance_ratio(),
+        }
+        return {tag: float(value) for tag, value in metrics.items() if value is not None}
+
+    def _side_time(self, started: float, kind: str) -> float:
+        """Book the seconds since ``started`` as probe or evaluation time (left out of fps); return them."""
+        seconds = time.perf_counter() - started
+        self._side_s_session += seconds
+        if kind == "eval":
+            self.eval_time_s += seconds
+        else:
+            self.probe_time_s += seconds
+        return seconds
 
     def _make_collector(self, env: VectorEnvHandle, rng: np.random.Generator) -> RolloutCollector:
         """A rollout buffer of the run's shape, storing the noise the estimator asks for, and its collector."""
@@ -542,11 +609,18 @@ class Trainer:
             self._probe = SampledVarianceProbe(env, collector, self.learner, estimators)
         return self._probe
 
+    def _periodic_evaluation(self) -> PeriodicEvaluation:
+        """Built on first use: its own env (rl_relax/evaluation.py)."""
+        if self._evaluation is None:
+            self._evaluation = PeriodicEvaluation(self.cfg, self.policy, int(self.cfg.eval.episodes))
+        return self._evaluation
+
     def stop_requested(self) -> bool:
         return self.stop_when_solved and self.episodes_to_solve is not None
 
     def _fps(self) -> float:
-        elapsed = time.perf_counter() - self._t0
+        """Env steps per second of training in this process: probe and evaluation seconds left out."""
+        elapsed = time.perf_counter() - self._t0 - self._side_s_session
         return (self.global_step - self._start_step) / elapsed if elapsed > 0 else 0.0
 
     def _log(self, tb: TensorBoardLogger, means: dict[str, float], entropy: float | None) -> None:

@@ -95,3 +95,41 @@ def test_an_unwritable_run_directory_is_a_storage_error(tmp_path):
     (tmp_path / "a_file").write_text("")
     with pytest.raises(StorageError, match=r"cannot write the run directory .*a_file/run .*Fix: pass a writable"):
         train_agent(run_dir=tmp_path / "a_file" / "run", total_timesteps=200, **QUIET)
+
+
+def test_run_names_distinguish_experiments_and_stay_unchanged_without_one():
+    """The command line's run directory (hydra.run.dir, printed by --cfg hydra) and the API's agree."""
+    from rl_relax.api import compose_config
+
+    cases = {
+        (): "runs/CartPole-v1__relax__seed0/",
+        ("experiment=CartPole_relax",): "runs/CartPole_relax/CartPole-v0__relax__seed0/",
+        ("experiment=paper_CartPole",): "runs/paper_CartPole/CartPole-v0__relax__seed0/",
+    }
+    for extra, expected in cases.items():
+        overrides = ["estimator=relax", *extra]
+        assert str(compose_config(overrides).hydra.run.dir).startswith(expected), extra
+    args = ["experiment=paper_CartPole", "estimator=relax", "--cfg", "all", "--resolve"]
+    cli = subprocess.run([sys.executable, "-m", "rl_relax.train", *args], cwd=ROOT, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    run_dir = yaml.safe_load(cli.stdout)["hydra"]["run"]["dir"]
+    assert run_dir.startswith("runs/paper_CartPole/CartPole-v0__relax__seed0/")
+
+
+def test_the_hparams_are_the_python_settings(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    train_agent(estimator="relax", seed=1, total_timesteps=200, learner__lr=2e-3, run_dir=tmp_path / "r", **QUIET)
+    acc = EventAccumulator(str(tmp_path / "r"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")[metadata.SESSION_START_INFO_TAG]
+    start = metadata.parse_session_start_info_plugin_data(content)
+    assert {k: v.string_value or v.number_value for k, v in start.hparams.items()} == {
+        "env.id": "CartPole-v1",
+        "estimator.name": "relax",
+        "estimator": "relax",
+        "seed": 1,
+        "learner.lr": 0.002,
+        "total_timesteps": 200,
+    }

@@ -3,6 +3,7 @@ log lines otherwise, silent when asked."""
 
 import io
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,14 @@ def test_closing_never_hangs_on_a_stuck_writer(tmp_path, caplog):
     assert "did not close within" in caplog.text
     release.set()
     real_close()
+
+
+def test_hparams_leave_out_what_the_sweep_directory_names_leave_out():
+    """NOT_HPARAMS is the list of overrides that do not change the experiment in configs/train.yaml."""
+    import yaml
+
+    from rl_relax.logger import NOT_HPARAMS
+
+    text = (Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text()
+    excluded = yaml.safe_load(text)["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
+    assert set(NOT_HPARAMS) == set(excluded)

@@ -414,3 +414,95 @@ def test_a_non_finite_optimizer_state_names_the_learning_rate(make_cfg, tmp_path
     assert not (tmp_path / "run" / "checkpoints").exists() or not ckpt.list_checkpoints(
         tmp_path / "run" / "checkpoints"
     )
+
+
+def test_fps_counts_training_only_and_probe_and_eval_seconds_are_logged_apart(run_training, tmp_path, monkeypatch):
+    """A probe and an evaluation that take 0.4 s each: fps leaves those seconds out, time/* reports them."""
+    import time
+
+    from rl_relax.evaluation import PeriodicEvaluation
+    from rl_relax.variance import SampledVarianceProbe
+
+    for cls, name in ((SampledVarianceProbe, "measure"), (PeriodicEvaluation, "evaluate")):
+        original = getattr(cls, name)
+
+        def slow(self, *args, _original=original, **kwargs):
+            time.sleep(0.4)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, slow)
+    summary = run_training("total_timesteps=800", "variance.interval_steps=400", "variance.num_batches=2",
+                           "eval.interval_steps=400", "eval.episodes=1")  # fmt: skip
+    scalars = read_scalars(tmp_path / "run")
+    assert [s for s, _ in scalars["time/probe_s"]] == [400, 800] == [s for s, _ in scalars["time/eval_s"]]
+    assert all(v >= 0.4 for _, v in scalars["time/probe_s"] + scalars["time/eval_s"])
+    side = summary["probe_time_s"] + summary["eval_time_s"]
+    assert side >= 1.6 and summary["probe_time_s"] == pytest.approx(sum(v for _, v in scalars["time/probe_s"]), 1e-4)
+    # Training seconds = wall time - probe - evaluation (an fps over the wall time would be off by 1.6 s).
+    assert summary["timesteps"] / summary["fps"] == pytest.approx(summary["wall_time_s"] - side, abs=0.25)
+    step, fps = scalars["time/fps"][-1]
+    assert step / fps < summary["wall_time_s"] - side + 0.25
+
+
+def _hparams_records(run_dir):
+    """The HParams plugin's records in a run's event files: [(tag, step, plugin content)], in file order."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    records = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    records.append((value.tag, event.step, value.metadata.plugin_data.content))
+    return records
+
+
+def test_each_run_writes_its_hparams_and_final_metrics_for_the_hparams_tab(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    from rl_relax.train import train
+    from tests.conftest import compose_config
+
+    overrides = ["estimator=relax", "learner.lr=0.001", "seed=2", "env.normalize_observation=true",
+                 "variance.interval_steps=400", "variance.num_batches=2", "device=cpu", "hydra.run.dir=x"]  # fmt: skip
+    summary = train(compose_config(*overrides[:-1], "total_timesteps=800"), tmp_path / "run", overrides)
+    acc = EventAccumulator(str(tmp_path / "run"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    hparams = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
+    # The overrides that define the run (typed values), plus env, estimator and seed; not device or hydra.*.
+    assert hparams == {"env.id": "CartPole-v1", "estimator.name": "relax", "estimator": "relax", "seed": 2,
+                       "learner.lr": 0.001, "env.normalize_observation": "true", "variance.interval_steps": 400,
+                       "variance.num_batches": 2}  # fmt: skip
+    assert start.hparams["learner.lr"].WhichOneof("kind") == "number_value"
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    assert metadata.EXPERIMENT_TAG not in content  # TensorBoard builds the experiment from every run's session
+    scalars = read_scalars(tmp_path / "run")
+    assert scalars["hparams/final_return"] == [(800, pytest.approx(summary["final_return_mean"]))]
+    assert scalars["hparams/variance_ratio"] == [(800, pytest.approx(summary["variance_ratio_mean"]))]
+    ratios = [v for _, v in scalars["grad/variance_ratio_sampled"]]
+    assert summary["variance_ratio_mean"] == pytest.approx(float(np.exp(np.mean(np.log(ratios)))), rel=1e-5)
+    assert "hparams/episodes_to_solve" not in scalars  # not solved: no value rather than a fake one
+
+
+def test_hparams_session_starts_once_across_resume_and_a_finished_rerun_adds_nothing(run_training, tmp_path):
+    run_training(*COUNTER, "env.make_kwargs={max_episode_steps: 4}", "env.solved_threshold=4",
+                 "env.solved_window=3", "total_timesteps=400")  # fmt: skip
+    run_training(
+        *COUNTER,
+        "env.make_kwargs={max_episode_steps: 4}",
+        "env.solved_threshold=4",
+        "env.solved_window=3",
+        "total_timesteps=800",
+    )  # fmt: skip  (resumes to 800)
+    records = _hparams_records(tmp_path / "run")
+    starts = [step for tag, step, _ in records if tag == "_hparams_/session_start_info"]
+    assert starts == [0]
+    assert read_scalars(tmp_path / "run")["hparams/episodes_to_solve"] == [(400, 3.0), (800, 3.0)]
+    before = _files(tmp_path / "run")
+    run_training(*COUNTER, "env.make_kwargs={max_episode_steps: 4}", "env.solved_threshold=4",
+                 "env.solved_window=3", "total_timesteps=800")  # fmt: skip
+    assert _files(tmp_path / "run") == before
