@@ -133,16 +133,27 @@ class Progress:
     """Live single-line progress on a terminal; periodic plain log lines otherwise.
 
     Shows env steps, fps, the mean return and the time left at the current speed.
+
+    While the line is live, a log record never lands on it (as tqdm's ``logging_redirect_tqdm``):
+    every logging handler that writes to a terminal (Hydra's console handler, the Python API's
+    stderr handler, ...) first clears the line (carriage return + erase to the end of the line),
+    writes its record, and the line is drawn again below it. :meth:`close` puts the handlers back.
     """
+
+    CLEAR = "\r\x1b[K"  # carriage return, then ANSI "erase to end of line"
 
     def __init__(self, total_steps: int, mode: str = "auto", interval_s: float = 30.0, stream=None):
         self.stream = stream or sys.stderr
         self.total = total_steps
-        is_tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.live = mode == "always" or (mode == "auto" and is_tty)
+        self.live = mode == "always" or (mode == "auto" and _is_terminal(self.stream))
         self.enabled = mode != "never"
         self.interval = 0.5 if self.live else float(interval_s)
         self._last = time.monotonic()
+        self._line = ""  # the line on screen ("" while none is drawn)
+        self._wrapped: list[tuple[logging.Handler, Any]] = []
+        if self.live and self.enabled:
+            for handler in self._terminal_handlers():
+                self._wrap(handler)
 
     def update(self, step: int, fps: float, mean_return: float | None, force: bool = False) -> None:
         now = time.monotonic()
@@ -154,15 +165,66 @@ class Progress:
         pct = 100.0 * min(step / self.total, 1.0)
         line = f"step {step:,}/{self.total:,} ({pct:.0f}%) | fps {fps:,.0f} | return {ret} | eta {_hms(eta)}"
         if self.live:
-            self.stream.write("\r" + line.ljust(80))
-            self.stream.flush()
+            self._line = line.ljust(80)
+            self._draw()
         else:
             log.info(line)
 
     def close(self) -> None:
+        for handler, previous in self._wrapped:
+            if previous is None:
+                del handler.emit  # the class's emit again
+            else:
+                handler.emit = previous
+        self._wrapped = []
         if self.live and self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+            self._line = ""
+
+    def _draw(self) -> None:
+        self.stream.write("\r" + self._line)
+        self.stream.flush()
+
+    def _terminal_handlers(self) -> list[logging.Handler]:
+        """Stream handlers (not files) of every logger that write to this stream or to a terminal."""
+        loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values()
+                                          if isinstance(x, logging.Logger))]  # fmt: skip
+        found: list[logging.Handler] = []
+        for logger in loggers:
+            for handler in logger.handlers:
+                if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+                    continue
+                stream = getattr(handler, "stream", None)
+                if handler not in found and (stream is self.stream or _is_terminal(stream)):
+                    found.append(handler)
+        return found
+
+    def _wrap(self, handler: logging.Handler) -> None:
+        """``handler.emit`` becomes: clear the live line, emit, draw the line again."""
+        previous = handler.__dict__.get("emit")  # an instance-level emit (another wrapper) is restored as is
+        emit = handler.emit
+
+        def emit_below_progress(record: logging.LogRecord) -> None:
+            if not self._line:
+                emit(record)
+                return
+            self.stream.write(self.CLEAR)
+            self.stream.flush()
+            try:
+                emit(record)
+            finally:
+                self._draw()
+
+        handler.emit = emit_below_progress  # type: ignore[method-assign]
+        self._wrapped.append((handler, previous))
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def _hms(seconds: float) -> str:

@@ -84,3 +84,30 @@ def test_hparams_leave_out_what_the_sweep_directory_names_leave_out():
     text = (Path(__file__).resolve().parents[1] / "configs" / "train.yaml").read_text()
     excluded = yaml.safe_load(text)["hydra"]["job"]["config"]["override_dirname"]["exclude_keys"]
     assert set(NOT_HPARAMS) == set(excluded)
+
+
+def test_a_log_record_clears_the_live_line_and_the_line_is_drawn_again_below_it():
+    stream = FakeTerminal()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    files = logging.StreamHandler(io.StringIO())  # not a terminal: left alone
+    logger = logging.getLogger("rl_relax")
+    logger.addHandler(handler)
+    logger.addHandler(files)
+    try:
+        progress = Progress(1000, "always", stream=stream)
+        logger.warning("before the first draw")  # no line on screen yet: nothing to clear
+        progress.update(500, fps=100.0, mean_return=None, force=True)
+        line = "\r" + "step 500/1,000 (50%) | fps 100 | return n/a | eta 0:00:05".ljust(80)
+        drawn = stream.getvalue()
+        logger.warning("solved")
+        assert stream.getvalue()[len(drawn) :] == Progress.CLEAR + "solved\n" + line
+        assert "emit" not in files.__dict__
+        progress.close()
+        assert "emit" not in handler.__dict__  # the handler's own emit is back
+        logger.warning("after")
+        assert stream.getvalue().endswith(line + "\nafter\n")
+        assert stream.getvalue().startswith("before the first draw\n" + line)
+    finally:
+        logger.removeHandler(handler)
+        logger.removeHandler(files)
