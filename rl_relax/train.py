@@ -14,6 +14,7 @@ which requeues the job; the requeued job resumes from that checkpoint.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import shlex
 import sys
@@ -24,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from rl_relax.errors import RlRelaxError, TrainingInterrupted
+from rl_relax.errors import MissingExtraError, RlRelaxError, TrainingInterrupted
 from rl_relax.trainer import Trainer
 
 log = logging.getLogger("rl_relax")
@@ -93,5 +94,43 @@ class JobFailed(Exception):
     """A sweep job that stopped with an RlRelaxError (its message is already in the job's log)."""
 
 
-if __name__ == "__main__":
+# Hydra plugin packages behind the launcher / sweeper options, and the extra that installs each.
+SWEEP_PLUGINS: dict[str, tuple[str, str, str]] = {
+    "hydra/launcher=local": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "cluster"),
+    "hydra/launcher=joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher", "cluster"),
+    "hydra/launcher=slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "cluster"),
+    "hydra/launcher=submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "cluster"),
+    "hydra/launcher=submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher", "cluster"),
+    "hydra/sweeper=optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper", "optuna"),
+}
+
+
+def missing_sweep_extra(argv: list[str]) -> str | None:
+    """The one-line error for a launcher or sweeper on the command line whose plugin is not installed
+    (instead of Hydra's "Could not find 'hydra/sweeper/optuna'"), or None when all are there."""
+    for arg in argv:
+        choice = arg.lstrip("+~")
+        if choice.startswith("override "):
+            choice = choice[len("override ") :]
+        if choice not in SWEEP_PLUGINS:
+            continue
+        module, package, extra = SWEEP_PLUGINS[choice]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return (f"{choice} needs {package}, which is not installed (the {extra} extra). "
+                    f'Fix: pip install "rl-relax[{extra}]" (from a clone: pip install -e ".[{extra}]").')  # fmt: skip
+    return None
+
+
+def cli() -> None:
+    """``python -m rl_relax.train``: a missing sweep extra is one line (exit 2), then Hydra runs :func:`main`."""
+    problem = missing_sweep_extra(sys.argv[1:])
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(MissingExtraError.exit_code)
     main()
+
+
+if __name__ == "__main__":
+    cli()

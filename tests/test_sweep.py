@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from rl_relax.summarize import summarize
-from rl_relax.train import objective
+from rl_relax.train import SWEEP_PLUGINS, missing_sweep_extra, objective
 from tests.conftest import read_scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_twenty_consecutive_submitit_timeout_requeues_complete_one_run_on_one_st
     """
     sweep = tmp_path / "sweep"
     job_dir = sweep / "job"
-    args = ["-m", "hydra/launcher=local", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job",
+    args = ["-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job",
             "total_timesteps=150000", "logging.interval_steps=400", "checkpoint.interval_steps=1000000"]  # fmt: skip
     rng = np.random.default_rng(20)
     requeues, launches = 0, 0
@@ -170,3 +170,73 @@ def _training_attempt(job_dir: Path, seen: list[int], launcher: subprocess.Popen
     if log.read_text().count("training CartPole-v1") <= len(seen):
         return None
     return int(match.group(1))
+
+
+def _training_intervals(sweep: Path) -> list[tuple[float, float]]:
+    """(start, end) of each job's training, from the timestamps of its first and last train.log lines."""
+    from datetime import datetime
+
+    intervals = []
+    for log_file in sweep.glob("*/train.log"):
+        stamps = [datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                  for line in log_file.read_text().splitlines() if line.startswith("[20")]  # fmt: skip
+        intervals.append((stamps[0], stamps[-1]))
+    return intervals
+
+
+def _most_at_once(intervals: list[tuple[float, float]]) -> int:
+    return max(sum(start <= t < end for start, end in intervals) for t, _ in intervals)
+
+
+def test_the_local_launcher_runs_at_most_n_jobs_at_once(tmp_path):
+    """Three jobs, at most two at once (with hydra.launcher.n_jobs=3 all three overlap)."""
+    sweep = tmp_path / "sweep"
+    proc = train_cli("-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "seed=0,1,2", "total_timesteps=4000",
+                     "logging.progress=never", f"hydra.sweep.dir={sweep}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    intervals = _training_intervals(sweep)
+    assert len(intervals) == 3 and _most_at_once(intervals) <= 2
+
+
+def test_the_local_launcher_defaults_to_one_job_per_core():
+    import joblib
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+    from rl_relax.api import compose_config
+
+    launcher = compose_config(["hydra/launcher=local"]).hydra.launcher
+    assert launcher._target_ == f"{JoblibLauncher.__module__}.{JoblibLauncher.__name__}"
+    assert launcher.n_jobs == -1  # joblib: -1 = joblib.cpu_count() workers
+    assert joblib.cpu_count() >= 1
+
+
+@pytest.mark.parametrize("choice", sorted(SWEEP_PLUGINS))
+def test_a_missing_launcher_or_sweeper_plugin_is_one_line_with_the_pip_fix(choice, monkeypatch):
+    module, package, extra = SWEEP_PLUGINS[choice]
+    assert missing_sweep_extra(["-m", choice, "seed=0,1"]) is None  # installed here
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+    message = missing_sweep_extra(["-m", choice, "seed=0,1"])
+    assert message is not None and package in message and f'pip install "rl-relax[{extra}]"' in message
+    assert "\n" not in message
+
+
+def test_every_mapped_launcher_and_sweeper_option_exists():
+    """The options SWEEP_PLUGINS names are real Hydra options (with the plugins installed)."""
+    from rl_relax.api import compose_config
+
+    for choice in SWEEP_PLUGINS:
+        group, _, option = choice.partition("=")
+        assert compose_config([choice]).hydra.runtime.choices[group] == option
+
+
+def test_the_command_line_names_the_missing_optuna_extra_instead_of_hydras_error(tmp_path):
+    code = ("import sys, runpy; sys.modules['hydra_plugins.hydra_optuna_sweeper'] = None; "
+            "sys.argv = ['rl_relax.train', '-m', 'hydra/sweeper=optuna', 'learner.lr=interval(1e-4,1e-3)']; "
+            "runpy.run_module('rl_relax.train', run_name='__main__')")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "error: hydra/sweeper=optuna needs hydra-optuna-sweeper, which is not installed (the optuna extra). "
+        'Fix: pip install "rl-relax[optuna]" (from a clone: pip install -e ".[optuna]").'
+    )
+    assert not list(tmp_path.iterdir())  # nothing written
