@@ -61,7 +61,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], id_columns: Sequence[str]) ->
 
 
 def plot_stacked(panels: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: Path, title: str) -> None:
-    """One panel per policy: a stacked bar (Σs, Σa, Στ) for each estimator, on the panel's own scale."""
+    """One panel per policy: a stacked bar (Σs, Σa, Στ) for each baseline, on the panel's own scale.
+
+    The no-baseline estimator is usually orders of magnitude above the others, so its total is given in
+    the panel's title instead of a bar that would flatten the rest.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +79,9 @@ def plot_stacked(panels: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: P
     short = {"no_baseline": "none", "learned_value": "learned V", "estimator": "estimator", "exact_value": "exact V"}
     for ax, (panel_title, rows) in zip(axes.flat, panels, strict=False):
         by_variant = {r["variant"]: r for r in rows}
-        names = [v for v in VARIANTS if v in by_variant]
+        names = [v for v in VARIANTS if v in by_variant and v != "no_baseline"]
+        if "no_baseline" in by_variant:
+            panel_title += f"\n(no baseline: total {by_variant['no_baseline']['total']:.3g})"
         bottom = [0.0] * len(names)
         for term in ("state", "action", "trajectory"):
             heights = [max(by_variant[v][term], 0.0) for v in names]  # a negative estimate draws as 0

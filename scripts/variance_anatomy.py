@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,8 +129,10 @@ def aggregate(rows: list[dict]) -> list[dict]:
             agg[term] = statistics.mean(m[term] for m in members)
         for term in TERMS:  # the standard error of a mean of independent estimates
             agg[f"{term}_se"] = sum(m[f"{term}_se"] ** 2 for m in members) ** 0.5 / len(members)
+        # Shares of the parts clipped at 0 (an unbiased estimate of a tiny variance can be slightly negative).
+        positive = sum(max(agg[t], 0.0) for t in TERMS)
         for term in TERMS:
-            agg[f"share_{term}"] = agg[term] / agg["total"] if agg["total"] > 0 else float("nan")
+            agg[f"share_{term}"] = max(agg[term], 0.0) / positive if positive > 0 else float("nan")
         out.append(agg)
     by_policy: dict[tuple, dict[str, dict]] = {}
     for agg in out:
@@ -158,6 +159,18 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or x != x else f"{100 * x:.0f}%"
 
 
+def _change(before: dict, after: dict, what: str) -> str:
+    """How ``after``'s Σa compares with ``before``'s, or "no detectable change" within 2 standard errors."""
+    a, b = before["action"], after["action"]
+    se = (before["action_se"] ** 2 + after["action_se"] ** 2) ** 0.5
+    numbers = f"Σa {a:.2g} ± {before['action_se']:.1g} → {b:.2g} ± {after['action_se']:.1g}"
+    if abs(a - b) <= 2 * se:
+        return f"{what} makes no detectable change ({numbers})"
+    if b < a:
+        return f"{what} removes {_pct(1 - max(b, 0.0) / a)} of it ({numbers})"
+    return f"{what} multiplies it by {b / a:.2g} ({numbers})" if a > 0 else f"{what} adds to it ({numbers})"
+
+
 def interpretation(agg: list[dict], env_id: str) -> list[str]:
     """Sentences computed from the numbers: what the learned V, the control variate and an exact V do."""
     lines = []
@@ -167,17 +180,26 @@ def interpretation(agg: list[dict], env_id: str) -> list[str]:
             if not v:
                 continue
             est, value, exact = v["estimator"], v["learned_value"], v["exact_value"]
-            cv = "" if estimator == "baseline" else (
-                f" {estimator.upper()}'s full control variate (V + c_phi) leaves {_ratio(est['vs_value'])} the "
-                f"learned V's per-step variance (Σa {est['action']:.3g} against {value['action']:.3g})."
-            )  # fmt: skip
+            cv_name = f"{estimator.upper()}'s c_phi"
+            cv = "" if estimator == "baseline" else f" {_change(value, est, cv_name)}."
             lines.append(
-                f"- {estimator}, {stage}: with the learned V, Σa is {_pct(value['share_action'])} of the per-step "
-                f"variance (Σs {_pct(value['share_state'])}, Στ {_pct(value['share_trajectory'])}); V removes "
-                f"{_pct(value['action_removed'])} of the no-baseline Σa. An exact V would leave "
-                f"{_ratio(exact['vs_value'])} the learned V's per-step variance.{cv}"
+                f"- {estimator}, {stage}: with the learned V, the shares are Σs {_pct(value['share_state'])}, "
+                f"Σa {_pct(value['share_action'])}, Στ {_pct(value['share_trajectory'])}; V removes "
+                f"{_pct(value['action_removed'])} of the no-baseline Σa. Of the Σa V leaves, "
+                f"{_change(value, exact, 'an exact V')}.{cv}"
             )
     return lines
+
+
+NOTES_START, NOTES_END = "<!-- notes: kept when the script rewrites this file -->", "<!-- /notes -->"
+
+
+def _notes(path: Path) -> str:
+    """The hand-written section between the notes markers of an existing results file ("" if none)."""
+    text = path.read_text() if path.is_file() else ""
+    if NOTES_START not in text or NOTES_END not in text:
+        return ""
+    return text[text.index(NOTES_START) : text.index(NOTES_END) + len(NOTES_END)]
 
 
 def write_outputs(rows: list[dict], skipped: dict[str, str], args, out: Path, cost: dict) -> None:
@@ -204,7 +226,12 @@ def write_outputs(rows: list[dict], skipped: dict[str, str], args, out: Path, co
         f"Seeds: {', '.join(map(str, args.seeds))} (training seeds; probe seed 0)  ",
         f"Probe: M={args.states} states, K={args.actions} actions, L={args.continuations} continuations; "
         f"{cost['env_steps']:,} env steps and {cost['seconds']:.0f} s for {cost['measurements']} measurements "
-        f"(+ {cost['train_seconds']:.0f} s of training).",
+        f"(+ {cost['train_seconds']:.0f} s of training). Per measurement (mean): "
+        + "; ".join(
+            f"{env_id} {statistics.mean(n for n, _ in v):,.0f} env steps, {statistics.mean(t for _, t in v):.1f} s"
+            for env_id, v in sorted(cost["per_env"].items())
+        )
+        + ".",
         "",
         "Per-step policy-gradient variance at the same policy, split by the law of total variance into the "
         "state Σs, the action Σa and the rest of the trajectory Στ (Tucker et al. 2018), each a mean over "
@@ -244,6 +271,10 @@ def write_outputs(rows: list[dict], skipped: dict[str, str], args, out: Path, co
                     panels.append((f"{estimator}, {stage}", members))
         plot_stacked(panels, out / f"variance_anatomy_{env_id.split('-')[0]}.png",
                      f"{env_id}: per-step gradient variance by source (mean over {len(args.seeds)} seeds)")  # fmt: skip
+    notes = _notes(out / "variance_anatomy.md")
+    if notes:  # the hand-written interpretation of an earlier run of this script, after the introduction
+        after = next(i for i, line in enumerate(lines) if line.startswith("Stages:")) + 1
+        lines[after:after] = ["", notes]
     (out / "variance_anatomy.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -272,7 +303,7 @@ def main() -> None:
     config = AnatomyConfig(args.states, args.actions, args.continuations)
     rows: list[dict] = []
     skipped: dict[str, str] = {}
-    cost = {"env_steps": 0, "seconds": 0.0, "measurements": 0, "train_seconds": 0.0}
+    cost: dict = {"env_steps": 0, "seconds": 0.0, "measurements": 0, "train_seconds": 0.0, "per_env": {}}
     for env in args.envs:
         env_cfg = compose_config([f"env={env}"]).env
         try:
@@ -284,14 +315,14 @@ def main() -> None:
         for estimator in estimators_for(env):
             for seed in args.seeds:
                 run_dir = args.runs_dir / f"{env}__{estimator}__seed{seed}"
-                start = time.perf_counter()
                 train(env, estimator, seed, args.total_timesteps, run_dir)
-                cost["train_seconds"] += time.perf_counter() - start
+                cost["train_seconds"] += float(json.loads((run_dir / "summary.json").read_text())["wall_time_s"])
                 for stage, step in zip(STAGES, (0, args.total_timesteps // 2, args.total_timesteps), strict=True):
                     measured, seconds, steps = measure(run_dir, step, config)
                     cost["env_steps"] += steps
                     cost["seconds"] += seconds
                     cost["measurements"] += 1
+                    cost["per_env"].setdefault(str(env_cfg.id), []).append((steps, seconds))
                     ret = mean_return_at(run_dir, step)
                     print(f"{env} {estimator} seed {seed} {stage}: {steps:,} env steps, {seconds:.1f} s",
                           file=sys.stderr, flush=True)  # fmt: skip
