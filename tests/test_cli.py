@@ -4,6 +4,7 @@ traceback, and nothing already written is lost."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -188,3 +189,34 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(make_cfg,
     assert files == ["ckpt_000000000400.pt"]  # no temporary file left behind
     monkeypatch.setattr(os, "fdopen", real_fdopen)
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / files[0])["counters"]["global_step"] == 400
+
+
+def test_help_lists_the_groups_sweep_options_and_keys_that_exist_with_their_defaults():
+    """Every launcher, sweeper and key --help names exists in the composed config, with the default it shows."""
+    import yaml as pyyaml
+    from omegaconf import OmegaConf
+
+    from rl_relax.api import compose_config
+
+    proc = cli("--help")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    text = proc.stdout
+    for group in ("env: ", "estimator: ", "experiment: ", "hydra/launcher=local", "hydra/sweeper=optuna"):
+        assert group in text, group
+    assert "CartPole" in text.split("env: ")[1].splitlines()[0]
+    sweeps = re.findall(r"^(hydra/(?:launcher|sweeper))=(\w+)", text, flags=re.M)
+    assert len(sweeps) == 6
+    for group, option in sweeps:
+        assert compose_config([f"{group}={option}"]).hydra.runtime.choices[group] == option
+    keys = text.split("== Most used keys (key=value) ==")[1].split("Examples:")[0]
+    entries = re.findall(r"^([a-z_.]+)=(\S+)", keys, flags=re.M)
+    assert len(entries) >= 20
+    cfg = compose_config(["estimator=relax"])
+    for key, shown in entries:
+        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", key
+        if "<" in shown or key.startswith("hydra."):
+            continue  # an example, not the default
+        default = OmegaConf.select(cfg, key)
+        default = OmegaConf.to_container(default) if OmegaConf.is_config(default) else default
+        value = float(shown) if isinstance(default, float) else pyyaml.safe_load(shown)  # YAML reads 7e-4 as text
+        assert value == default, f"--help shows {key}={shown}, the config's default is {default!r}"
