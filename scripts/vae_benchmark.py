@@ -162,7 +162,7 @@ def write_markdown(args: argparse.Namespace, rows: list[dict], summaries: list[d
         f"Date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {torch.get_num_threads()} torch thread, "
         f"Python {platform.python_version()}, torch {torch.__version__}; seeds {seeds}; training time summed over "
         f"the runs {sum(s['seconds_per_step'] * s['steps'] for s in summaries) / 60:.1f} min (CPU shared with "
-        "other jobs, so indicative only).",
+        "other jobs: wall time, indicative only).",
         "",
         f"Every run: {rows[0]['steps']} steps of batch 24 (the paper ran 2,000,000 steps on MNIST/Omniglot: these "
         f"budgets are {2_000_000 / rows[0]['steps']:.0f}x smaller, on 1197 training images of 64 pixels), the shipped "
@@ -173,7 +173,7 @@ def write_markdown(args: argparse.Namespace, rows: list[dict], summaries: list[d
         "estimates on one fixed batch, averaged over the evaluations after step 0. mean ± std over seeds.",
         "",
         "| model | estimator | best train ELBO | best valid ELBO | test ELBO (final) | encoder grad log-var "
-        "| ms/step | paper, MNIST train ELBO |",
+        "| ms/step (wall, shared CPU) | paper, MNIST train ELBO |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
