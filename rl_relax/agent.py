@@ -93,7 +93,7 @@ class Agent:
     Attributes:
         policy: the policy network (:class:`rl_relax.networks.Policy`), in eval mode on ``device``.
         config: the run's resolved config (the one it trained with).
-        checkpoint: the checkpoint file it was loaded from.
+        checkpoint: the checkpoint file it was loaded from (None for the live policy of a training run).
         observation_space, action_space: the env's single-env spaces.
     """
 
@@ -101,7 +101,7 @@ class Agent:
         self,
         policy: Policy,
         config: DictConfig,
-        checkpoint: Path,
+        checkpoint: Path | None,
         observation_space: gym.spaces.Box,
         action_space: gym.Space,
         obs_stats: tuple[np.ndarray, np.ndarray] | None,
