@@ -332,16 +332,16 @@ def _scale(advantage_map: Callable[[torch.Tensor], torch.Tensor]) -> float:
 def one_step_batch(policy: Policy, obs: torch.Tensor, action: torch.Tensor, advantage: float,
                    noise: dict[str, torch.Tensor], episode_step: int) -> RolloutBatch:  # fmt: skip
     """One valid step as a (T = 1, N = 1) rollout with weight 1, so that g_hat is the per-step term g_t."""
-    dist_params = policy(obs[None])[None]
-    actions = action[None, None]
+    dist_params = policy(obs[None])
+    actions = action[None]
     return RolloutBatch(
-        obs=obs[None, None], actions=actions, advantages=torch.full((1, 1), float(advantage)),
-        valid=torch.ones(1, 1, dtype=torch.bool), terminated=torch.zeros(1, 1, dtype=torch.bool),
-        truncated=torch.zeros(1, 1, dtype=torch.bool), episode_step=torch.full((1, 1), int(episode_step)),
+        obs=obs[None], actions=actions, advantages=torch.full((1,), float(advantage)),
+        valid=torch.ones(1, dtype=torch.bool), terminated=torch.zeros(1, dtype=torch.bool),
+        truncated=torch.zeros(1, dtype=torch.bool), episode_step=torch.full((1,), int(episode_step)),
         dist_params=dist_params, log_prob=policy.log_prob(dist_params, actions),
-        noise={k: v[None, None] for k, v in noise.items()}, policy=policy,
+        noise={k: v[None] for k, v in noise.items()}, policy=policy,
         theta_net=list(policy.net.parameters()), theta_direct=policy.direct_parameters(),
-        step_weights=torch.ones(1, 1),
+        step_weights=torch.ones(1), num_envs=1,
     )  # fmt: skip
 
 

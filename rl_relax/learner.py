@@ -51,9 +51,9 @@ class UpdateStats:
 class Targets:
     """What the returns machinery gives one rollout: V with grad, and the regression targets."""
 
-    values: torch.Tensor  # (T + 1, N) V(s_t) on every observation of the rollout, with grad
+    values: torch.Tensor  # ((T + 1) N,) V(s_t) on every observation of the rollout (time-major), with grad
     advantages: np.ndarray  # (T, N) A_t = R_t - V(s_t), 0 on reset slots
-    returns: torch.Tensor  # (T, N) TD(lambda) targets R_t
+    returns: torch.Tensor  # (T N,) TD(lambda) targets R_t, time-major
     returns_np: np.ndarray  # (T, N) the same on the host (explained variance)
     values_np: np.ndarray  # (T + 1, N) V(s_t) on the host, no grad
 
@@ -81,6 +81,10 @@ class A2CLearner:
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        device = self.flat.data.device
+        self._minus_one = torch.tensor(-1.0, device=device)
+        self._vf_coef = torch.tensor(self.vf_coef, device=device)
+        self._minus_ent_coef = torch.tensor(-self.ent_coef, device=device)
         #: Scalars the estimator reported with its last estimate (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
@@ -109,18 +113,21 @@ class A2CLearner:
         batch = self.make_batch(buf, targets)
         surrogate = self.estimator.estimate(batch)  # S(theta): grad_theta S = g_hat
         # A mean over all T N slots, like batch.mean: on reset slots R_t = V(s_t) (A_t = 0), so they add 0.
-        value_loss = F.mse_loss(targets.values[:-1], targets.returns)
+        value_loss = F.mse_loss(targets.values[: targets.returns.shape[0]], targets.returns)
         entropy = None
         if self.ent_coef != 0.0 or diagnostics:
             with torch.set_grad_enabled(self.ent_coef != 0.0):  # without an entropy bonus it is only logged
-                entropy = batch.mean(self.policy.entropy(batch.flat(batch.dist_params)))
-        loss = -surrogate + self.vf_coef * value_loss
+                entropy = batch.mean(self.policy.entropy(batch.dist_params))
+        # loss = -S + vf_coef * L_V - ent_coef * H, backpropagated term by term with its coefficients
+        # (one backward pass; no autograd nodes for the sum).
+        terms, coefficients = [surrogate, value_loss], [self._minus_one, self._vf_coef]
         g_hat = None
         if self.ent_coef != 0.0:
-            loss = loss - self.ent_coef * entropy
+            terms.append(entropy)
+            coefficients.append(self._minus_ent_coef)
             g_hat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(surrogate, batch.theta, retain_graph=True)])
         self.flat.zero_grad()
-        loss.backward()
+        torch.autograd.backward(terms, coefficients)
         if g_hat is None:  # -S is then the loss's only term in theta: its gradient there is -g_hat
             g_hat = -self.flat.grad[: self.num_policy_params]
 
@@ -147,36 +154,38 @@ class A2CLearner:
     def targets(self, buf: RolloutBuffer) -> Targets:
         """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy."""
         num_steps, num_envs = buf.num_steps, buf.num_envs
-        values = self.value(buf.obs.reshape((num_steps + 1) * num_envs, -1)).view(num_steps + 1, num_envs)
-        values_np = values.detach().cpu().numpy()
+        values = self.value(buf.tensor(buf.obs_np.reshape((num_steps + 1) * num_envs, -1)))
+        values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
             buf.rewards_np, values_np[:-1], values_np[-1], buf.terminated_np, buf.truncated_np,
             buf.valid_np, gamma=self.gamma, gae_lambda=self.gae_lambda,
         )  # fmt: skip
-        return Targets(values, advantages, buf.tensor(returns), returns, values_np)
+        return Targets(values, advantages, buf.tensor(returns.reshape(-1)), returns, values_np)
 
     def make_batch(self, buf: RolloutBuffer, targets: Targets) -> RolloutBatch:
-        """The estimator's view of the rollout: time layout, masks, advantages, the policy under grad."""
+        """The estimator's view of the rollout (time-major, flat), the policy evaluated under grad."""
         num_steps, num_envs = buf.num_steps, buf.num_envs
-        obs = buf.obs[:num_steps]
-        advantages = buf.tensor(targets.advantages)
-        valid = buf.tensor(buf.valid_np)
-        step_weights = buf.tensor(buf.valid_np * np.float32(1.0 / (num_steps * num_envs)))
+        size = num_steps * num_envs
+
+        def per_step(array: np.ndarray) -> torch.Tensor:  # (T, N, ...) -> (B, ...), zero-copy on the CPU
+            return buf.tensor(array.reshape(size, *array.shape[2:]))
+
+        obs, actions, valid = per_step(buf.obs_np[:num_steps]), per_step(buf.actions_np), per_step(buf.valid_np)
+        advantages = per_step(targets.advantages)
+        step_weights = per_step(buf.valid_np * np.float32(1.0 / size))
         if self.normalize_advantage:  # statistics over the valid transitions
             weights = step_weights / step_weights.sum().clamp_min(1e-30)
             mean = (advantages * weights).sum()
             std = ((advantages - mean).square() * weights).sum().sqrt()
             advantages = (advantages - mean) / (std + 1e-8) * valid
-        flat_params = self.policy(obs.reshape(num_steps * num_envs, -1))
-        dist_params = flat_params.view(num_steps, num_envs, *flat_params.shape[1:])
-        actions = buf.actions
+        dist_params = self.policy(obs)
         return RolloutBatch(
             obs=obs, actions=actions, advantages=advantages, valid=valid,
-            terminated=buf.tensor(buf.terminated_np), truncated=buf.tensor(buf.truncated_np),
-            episode_step=buf.tensor(buf.episode_step_np),
+            terminated=per_step(buf.terminated_np), truncated=per_step(buf.truncated_np),
+            episode_step=per_step(buf.episode_step_np),
             dist_params=dist_params, log_prob=self.policy.log_prob(dist_params, actions),
-            noise=buf.noise, policy=self.policy, theta_net=self.theta_net, theta_direct=self.theta_direct,
-            step_weights=step_weights,
+            noise={key: per_step(noise) for key, noise in buf.noise_np.items()}, policy=self.policy,
+            theta_net=self.theta_net, theta_direct=self.theta_direct, step_weights=step_weights, num_envs=num_envs,
         )  # fmt: skip
 
     def estimator_gradients(self, buf: RolloutBuffer, estimators: dict[str, Estimator]) -> dict[str, torch.Tensor]:

@@ -25,16 +25,14 @@ def one_step_batch(
 ) -> RolloutBatch:
     """m one-step samples as a (T = m, N = 1) rollout, with the policy evaluated under grad."""
     m = obs.shape[0]
-    dist_params = policy(obs).unsqueeze(1)
-    actions = actions.unsqueeze(1)
-    valid = torch.ones(m, 1, dtype=torch.bool)
+    dist_params = policy(obs)
     return RolloutBatch(
-        obs=obs.unsqueeze(1), actions=actions, advantages=advantages.unsqueeze(1), valid=valid,
-        terminated=torch.ones(m, 1, dtype=torch.bool), truncated=torch.zeros(m, 1, dtype=torch.bool),
-        episode_step=torch.zeros(m, 1, dtype=torch.long), dist_params=dist_params,
-        log_prob=policy.log_prob(dist_params, actions), noise={k: v.unsqueeze(1) for k, v in noise.items()},
-        policy=policy, theta_net=list(policy.net.parameters()), theta_direct=policy.direct_parameters(),
-        step_weights=torch.full((m, 1), 1.0 / m),
+        obs=obs, actions=actions, advantages=advantages, valid=torch.ones(m, dtype=torch.bool),
+        terminated=torch.ones(m, dtype=torch.bool), truncated=torch.zeros(m, dtype=torch.bool),
+        episode_step=torch.zeros(m, dtype=torch.long), dist_params=dist_params,
+        log_prob=policy.log_prob(dist_params, actions), noise=noise, policy=policy,
+        theta_net=list(policy.net.parameters()), theta_direct=policy.direct_parameters(),
+        step_weights=torch.full((m,), 1.0 / m), num_envs=1,
     )  # fmt: skip
 
 

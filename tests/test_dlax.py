@@ -21,11 +21,9 @@ class ActionScoreDlax(DlaxEstimator):
     """Wrong: the control variate's score term uses grad log pi(a) instead of grad log p(z)."""
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        logits, obs = batch.flat(batch.dist_params), batch.flat(batch.obs)
-        z = relaxed_categorical(logits, batch.flat(batch.noise["u"]))
-        c_z, c_z_fixed = self.relaxed_cv(obs, z), self.relaxed_cv(obs, z.detach())
-        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
-        return batch.mean(log_prob * (advantages - c_z_fixed) + c_z)
+        z = relaxed_categorical(batch.dist_params, batch.noise["u"])
+        c_z, c_z_fixed = self.relaxed_cv(batch.obs, z), self.relaxed_cv(batch.obs, z.detach())
+        return batch.mean(batch.log_prob * (batch.advantages - c_z_fixed) + c_z)
 
 
 def test_gumbel_log_density_matches_torch_distributions():

@@ -79,11 +79,11 @@ def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
         if old_normalisation:  # each group divides by its own number of valid transitions
             valid = batch.valid.float().view(NUM_STEPS, GROUPS, NUM_ENVS)
             weights = valid / valid.sum(dim=(0, 2), keepdim=True) / GROUPS
-            batch = dataclasses.replace(batch, step_weights=weights.view(NUM_STEPS, GROUPS * NUM_ENVS))
+            batch = dataclasses.replace(batch, step_weights=weights.reshape(-1))
         difference = relax.surrogate(batch) - baseline.surrogate(batch)
         grads = torch.autograd.grad(difference, batch.theta, retain_graph=True)
         relax_minus_baseline.append(torch.cat([g.reshape(-1) for g in grads]))
-        values = torch.from_numpy(targets.values_np[:-1].copy())
+        values = torch.from_numpy(targets.values_np[:-1].reshape(-1).copy())
         grads = torch.autograd.grad(batch.mean(batch.log_prob * values), batch.theta)
         value_term.append(torch.cat([g.reshape(-1) for g in grads]))
     envs.close()

@@ -38,11 +38,9 @@ class FreshActionLax(LaxEstimator):
     """LAX as the released continuous code computes it: c evaluated at a fresh sample a', not a_t."""
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        means, obs = batch.flat(batch.dist_params), batch.flat(batch.obs)
-        fresh = gaussian_reparam(means, batch.policy.log_std, torch.randn_like(batch.flat(batch.noise["eps"])))
-        c = self.cv(obs, fresh)
-        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
-        return batch.mean(surrogates.lax(log_prob, advantages, c, c.detach()))
+        fresh = gaussian_reparam(batch.dist_params, batch.policy.log_std, torch.randn_like(batch.noise["eps"]))
+        c = self.cv(batch.obs, fresh)
+        return batch.mean(surrogates.lax(batch.log_prob, batch.advantages, c, c.detach()))
 
 
 def test_baseline_is_unbiased_on_the_bandit():

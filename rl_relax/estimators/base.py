@@ -36,29 +36,31 @@ from rl_relax.networks import Policy
 
 @dataclass
 class RolloutBatch:
-    """One rollout of T steps in N envs, in its time layout (T, N, ...), the policy evaluated under grad.
+    """One rollout of T steps in N envs, the policy evaluated under grad.
 
-    ``valid`` is 1 for real transitions and 0 for gymnasium's NEXT_STEP reset slots (the step after an
-    episode ended, whose action the env ignored). ``episode_step`` is the position of a valid step in
-    its episode (0 for an episode's first step; -1 on reset slots). Estimators that look across time
-    (per-episode sums, trajectory-wise control variates) use the time axis and the masks; the others
-    use the flat views ``flat(x)`` of shape (T * N, ...).
+    Every per-step tensor is stored *time-major and flat*: B = T * N rows, row t * N + i is step t of
+    env i. Estimators that treat steps independently use the tensors as they are; estimators that look
+    across time (per-episode sums, trajectory-wise control variates) view them as (T, N, ...) with
+    :meth:`by_time` (free) and use the masks. ``valid`` is False on gymnasium's NEXT_STEP reset slots
+    (the step after an episode ended, whose action the env ignored); ``episode_step`` is a valid step's
+    position in its episode (0 for the first step; -1 on reset slots).
     """
 
-    obs: torch.Tensor  # (T, N, obs_dim)
-    actions: torch.Tensor  # (T, N, ...) as stored: unclipped for Box
-    advantages: torch.Tensor  # (T, N) A_t from the shared returns machinery, no grad; 0 on reset slots
-    valid: torch.Tensor  # (T, N) bool
-    terminated: torch.Tensor  # (T, N) bool
-    truncated: torch.Tensor  # (T, N) bool
-    episode_step: torch.Tensor  # (T, N) int, -1 on reset slots
-    dist_params: torch.Tensor  # (T, N, ...) logits or Gaussian means, a function of theta
-    log_prob: torch.Tensor  # (T, N) log pi(a_t|s_t), a function of theta
-    noise: dict[str, torch.Tensor]  # (T, N, ...) the stored sampling noise the estimator asked for
+    obs: torch.Tensor  # (B, obs_dim)
+    actions: torch.Tensor  # (B, ...) as stored: unclipped for Box
+    advantages: torch.Tensor  # (B,) A_t from the shared returns machinery, no grad; 0 on reset slots
+    valid: torch.Tensor  # (B,) bool
+    terminated: torch.Tensor  # (B,) bool
+    truncated: torch.Tensor  # (B,) bool
+    episode_step: torch.Tensor  # (B,) int, -1 on reset slots
+    dist_params: torch.Tensor  # (B, ...) logits or Gaussian means, a function of theta
+    log_prob: torch.Tensor  # (B,) log pi(a_t|s_t), computed from dist_params
+    noise: dict[str, torch.Tensor]  # (B, ...) the stored sampling noise the estimator asked for
     policy: Policy
-    theta_net: list[nn.Parameter]  # the policy network's parameters (p = net(s))
+    theta_net: list[nn.Parameter]  # the policy network's parameters (dist_params = net(obs))
     theta_direct: list[nn.Parameter]  # the distribution's own parameters (the Gaussian log-std)
-    step_weights: torch.Tensor  # (T, N) valid_t / (T N), see :meth:`mean`
+    step_weights: torch.Tensor  # (B,) valid_t / (T N), see :meth:`mean`
+    num_envs: int
 
     @property
     def theta(self) -> list[nn.Parameter]:
@@ -67,14 +69,14 @@ class RolloutBatch:
 
     @property
     def num_steps(self) -> int:
-        return self.valid.shape[0]
+        return self.valid.shape[0] // self.num_envs
 
-    @property
-    def num_envs(self) -> int:
-        return self.valid.shape[1]
+    def by_time(self, x: torch.Tensor) -> torch.Tensor:
+        """A per-step tensor (B, ...) viewed in the rollout's time layout (T, N, ...)."""
+        return x.view(self.num_steps, self.num_envs, *x.shape[1:])
 
     def mean(self, per_step: torch.Tensor) -> torch.Tensor:
-        """(1 / (T N)) * sum_t valid_t * x_t: the batch average with a constant normaliser.
+        """(1 / (T N)) * sum_t valid_t * x_t for a per-step (B,) tensor: the batch average, constant normaliser.
 
         The normaliser is the number of slots T * N, not the number of valid transitions: under
         NEXT_STEP autoreset the number of valid slots depends on where episodes end, so on the actions,
@@ -83,18 +85,13 @@ class RolloutBatch:
         normaliser every estimator has the same expectation, whatever V and c_phi are. (Reset slots
         still count in the normaliser; that only rescales the step, as a learning rate would.)
         """
-        return torch.dot(per_step.view(-1), self.step_weights.view(-1))
+        return torch.dot(per_step, self.step_weights)
 
     def reevaluated(self) -> RolloutBatch:
         """The same batch with a fresh policy forward pass (a new graph from theta to dist_params)."""
-        flat_params = self.policy(self.flat(self.obs))
-        dist_params = flat_params.view(*self.valid.shape, *flat_params.shape[1:])
+        dist_params = self.policy(self.obs)
         log_prob = self.policy.log_prob(dist_params, self.actions)
         return dataclasses.replace(self, dist_params=dist_params, log_prob=log_prob)
-
-    def flat(self, x: torch.Tensor) -> torch.Tensor:
-        """A (T, N, ...) tensor as (T * N, ...), for estimators that treat steps independently."""
-        return x.reshape(-1, *x.shape[2:])
 
 
 class Estimator(nn.Module):

@@ -216,7 +216,7 @@ class ControlVariateEstimator(Estimator):
             sizes = [p.numel() for p in batch.theta_net]
             chunks = g_hat[: sum(sizes)].split(sizes)
             tangents = [chunk.view_as(p) for chunk, p in zip(chunks, batch.theta_net, strict=True)]
-            jg = batch.policy.net.jvp(batch.flat(batch.obs), tangents).view_as(h_p)
+            jg = batch.policy.net.jvp(batch.obs, tangents).view_as(h_p)
             outputs = [h_p, *h_direct]
             directions = [2.0 * jg, *(2.0 * h.detach() for h in h_direct)]
             objective = g_hat.square().sum().item()

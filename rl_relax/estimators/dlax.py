@@ -61,13 +61,13 @@ class DlaxEstimator(ControlVariateEstimator):
         return self.cv(obs, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        logits, obs = batch.flat(batch.dist_params), batch.flat(batch.obs)
-        z = relaxed_categorical(logits, batch.flat(batch.noise["u"]))
+        logits, obs = batch.dist_params, batch.obs
+        z = relaxed_categorical(logits, batch.noise["u"])
         n = z.shape[0]
         # One forward of c for the pathwise c(z) and the score weight c(z) with theta's path cut.
         c = self.relaxed_cv(obs.repeat(2, 1), torch.cat([z, z.detach()]))
         c_z, c_z_fixed = c[:n], c[n:]
-        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
+        log_prob, advantages = batch.log_prob, batch.advantages
         per_step = log_prob * advantages - gumbel_log_density(logits, z.detach()) * c_z_fixed + c_z
         return batch.mean(per_step)
 

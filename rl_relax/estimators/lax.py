@@ -41,10 +41,9 @@ class LaxEstimator(ControlVariateEstimator):
         self.cv = ControlVariateNet(obs_dim, int(np.prod(action_space.shape)), self.hidden_sizes, self.activation)
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        means, obs = batch.flat(batch.dist_params), batch.flat(batch.obs)
-        actions = gaussian_reparam(means, batch.policy.log_std, batch.flat(batch.noise["eps"]))
+        means, obs = batch.dist_params, batch.obs
+        actions = gaussian_reparam(means, batch.policy.log_std, batch.noise["eps"])
         n = actions.shape[0]
         c = self.cv(obs.repeat(2, 1), torch.cat([actions, actions.detach()]))
         c_action, c_action_fixed = c[:n], c[n:]
-        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
-        return batch.mean(surrogates.lax(log_prob, advantages, c_action, c_action_fixed))
+        return batch.mean(surrogates.lax(batch.log_prob, batch.advantages, c_action, c_action_fixed))

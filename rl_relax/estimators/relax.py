@@ -64,15 +64,14 @@ class RelaxEstimator(ControlVariateEstimator):
         return self.cv(obs, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        logits, actions, obs = batch.flat(batch.dist_params), batch.flat(batch.actions), batch.flat(batch.obs)
-        z = relaxed_categorical(logits, batch.flat(batch.noise["u"]))
-        z_tilde = self.conditional_sampler(logits, actions, batch.flat(batch.noise["v"]))
+        logits, obs = batch.dist_params, batch.obs
+        z = relaxed_categorical(logits, batch.noise["u"])
+        z_tilde = self.conditional_sampler(logits, batch.actions, batch.noise["v"])
         n = z.shape[0]
         # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut.
         c = self.relaxed_cv(obs.repeat(3, 1), torch.cat([z, z_tilde, z_tilde.detach()]))
         c_z, c_z_tilde, c_z_tilde_fixed = c[:n], c[n : 2 * n], c[2 * n :]
-        log_prob, advantages = batch.flat(batch.log_prob), batch.flat(batch.advantages)
-        return batch.mean(surrogates.relax(log_prob, advantages, c_z, c_z_tilde, c_z_tilde_fixed))
+        return batch.mean(surrogates.relax(batch.log_prob, batch.advantages, c_z, c_z_tilde, c_z_tilde_fixed))
 
     def control_variate_metrics(self) -> dict[str, float]:
         return {"cv/temperature": self.log_temperature.exp().item()}
