@@ -6,7 +6,8 @@ exact gradient w.r.t. every model parameter. Each estimator's mean over 100 inde
 estimates (400 images each) must agree within 4.5 standard errors on every encoder parameter;
 decoder gradients are exact given b for every estimator. Concrete is biased and must fail the same
 check, as must RELAX/REBAR with the two conditional-sampler bugs of the paper's history (theta in
-place of 1 - theta, duvenaud/relax issue #1; no gradient through v', issue #6): the power of the check.
+place of 1 - theta, duvenaud/relax issue #1; no gradient through v', issue #6), NVIL with a baseline that
+sees the sample, and DisARM without its factor 1/2: the power of the check.
 """
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ def make_estimator(name: str, model: BernoulliVAE) -> VaeEstimator:
     with torch.no_grad():
         for p in estimator.parameters():
             p.add_(0.5 * torch.randn_like(p))
-        if name == "reinforce":
-            estimator.f_mean_raw.fill_(-3.0)
-            estimator.f_mean_count.fill_(1.0)
+    if name == "reinforce":  # NVIL's running mean from one batch: a baseline near the ELBO, as in training
+        estimator.estimate(model, X.repeat(500, 1), torch.Generator().manual_seed(3))
     return estimator
 
 
@@ -170,3 +170,23 @@ def test_relax_control_variate_reduces_variance_relative_to_nvil_on_a_fixed_batc
         for name in ("reinforce", "rebar", "relax")
     }
     assert logvar["rebar"] < logvar["reinforce"] and logvar["relax"] < logvar["reinforce"]
+
+
+class BaselineSeesTheSample(VaeEstimator):
+    """A deliberately wrong NVIL: baseline (c + f(b)) / 2, which depends on the sample b through f."""
+
+    def _layer_surrogate(self, model, x, layer, leaf, noises, logits, samples, f_b):
+        return 0.5 * super()._layer_surrogate(model, x, layer, leaf, noises, logits, samples, f_b)
+
+
+class DisarmWithoutTheHalf(VaeEstimator):
+    """A deliberately wrong DisARM: the factor 1/2 dropped (twice the gradient through the sampled layers)."""
+
+    def _disarm(self, *args):
+        return 2.0 * super()._disarm(*args)
+
+
+@pytest.mark.parametrize(("cls", "name"), [(BaselineSeesTheSample, "reinforce"), (DisarmWithoutTheHalf, "disarm")])
+def test_wrong_nvil_and_disarm_variants_fail_the_check(monkeypatch, cls, name):
+    monkeypatch.setattr("tests.test_vae_estimators.VaeEstimator", cls)
+    assert encoder_z_scores(tiny_model("linear2"), name).abs().max() > 10
