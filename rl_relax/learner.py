@@ -154,7 +154,7 @@ class A2CLearner:
     def targets(self, buf: RolloutBuffer) -> Targets:
         """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy."""
         num_steps, num_envs = buf.num_steps, buf.num_envs
-        values = self.value(buf.tensor(buf.obs_np.reshape((num_steps + 1) * num_envs, -1)))
+        values = self.value(buf.flat("all_obs"))
         values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
             buf.rewards_np, values_np[:-1], values_np[-1], buf.terminated_np, buf.truncated_np,
@@ -164,15 +164,9 @@ class A2CLearner:
 
     def make_batch(self, buf: RolloutBuffer, targets: Targets) -> RolloutBatch:
         """The estimator's view of the rollout (time-major, flat), the policy evaluated under grad."""
-        num_steps, num_envs = buf.num_steps, buf.num_envs
-        size = num_steps * num_envs
-
-        def per_step(array: np.ndarray) -> torch.Tensor:  # (T, N, ...) -> (B, ...), zero-copy on the CPU
-            return buf.tensor(array.reshape(size, *array.shape[2:]))
-
-        obs, actions, valid = per_step(buf.obs_np[:num_steps]), per_step(buf.actions_np), per_step(buf.valid_np)
-        advantages = per_step(targets.advantages)
-        step_weights = per_step(buf.valid_np * np.float32(1.0 / size))
+        obs, actions, valid = buf.flat("obs"), buf.flat("actions"), buf.flat("valid")
+        advantages = buf.tensor(targets.advantages.reshape(-1))
+        step_weights = buf.tensor(buf.valid_np.reshape(-1) * np.float32(1.0 / valid.shape[0]))
         if self.normalize_advantage:  # statistics over the valid transitions
             weights = step_weights / step_weights.sum().clamp_min(1e-30)
             mean = (advantages * weights).sum()
@@ -181,11 +175,11 @@ class A2CLearner:
         dist_params = self.policy(obs)
         return RolloutBatch(
             obs=obs, actions=actions, advantages=advantages, valid=valid,
-            terminated=per_step(buf.terminated_np), truncated=per_step(buf.truncated_np),
-            episode_step=per_step(buf.episode_step_np),
+            terminated=buf.flat("terminated"), truncated=buf.flat("truncated"), episode_step=buf.flat("episode_step"),
             dist_params=dist_params, log_prob=self.policy.log_prob(dist_params, actions),
-            noise={key: per_step(noise) for key, noise in buf.noise_np.items()}, policy=self.policy,
-            theta_net=self.theta_net, theta_direct=self.theta_direct, step_weights=step_weights, num_envs=num_envs,
+            noise={key: buf.flat(f"noise/{key}") for key in buf.noise_np}, policy=self.policy,
+            theta_net=self.theta_net, theta_direct=self.theta_direct, step_weights=step_weights,
+            num_envs=buf.num_envs,
         )  # fmt: skip
 
     def estimator_gradients(self, buf: RolloutBuffer, estimators: dict[str, Estimator]) -> dict[str, torch.Tensor]:

@@ -50,27 +50,28 @@ class RolloutBuffer:
         self.episode_step_np = np.zeros((t, n), dtype=np.int64)  # position in the episode, -1 on reset slots
         self.actions_np = np.zeros((t, n, *policy.action_shape), dtype=policy.action_dtype)
         self.noise_np = {k: np.zeros((t, n, *s), dtype=np.float32) for k, s in noise_shapes.items()}
+        # Flat, time-major torch views (row t * N + i) of the arrays, made once: the arrays are rewritten
+        # in place every rollout, so on the CPU these views always hold the current rollout, for free.
+        per_step = {
+            "obs": self.obs_np[:t], "actions": self.actions_np, "valid": self.valid_np,
+            "terminated": self.terminated_np, "truncated": self.truncated_np, "episode_step": self.episode_step_np,
+            **{f"noise/{k}": v for k, v in self.noise_np.items()},
+        }  # fmt: skip
+        self._flat = {k: torch.from_numpy(v.reshape(t * n, *v.shape[2:])) for k, v in per_step.items()}
+        self._flat["all_obs"] = torch.from_numpy(self.obs_np.reshape((t + 1) * n, obs_dim))
 
-    def tensor(self, array: np.ndarray) -> torch.Tensor:
+    def flat(self, name: str) -> torch.Tensor:
+        """A per-step array as a flat (T N, ...) tensor on the buffer's device (a view of the buffer on the CPU).
+
+        Names: obs, actions, valid, terminated, truncated, episode_step, noise/<key>, and all_obs (the
+        ((T + 1) N, obs_dim) observations including the one after the last step).
+        """
+        return self.tensor(self._flat[name])
+
+    def tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``array`` on the buffer's device (zero-copy on the CPU)."""
-        return self._tensor(array)
-
-    def _tensor(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
+        tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
         return tensor if self.device.type == "cpu" else tensor.to(self.device)
-
-    @property
-    def obs(self) -> torch.Tensor:
-        """(T + 1, N, obs_dim): the T acting observations and the one after the last step."""
-        return self._tensor(self.obs_np)
-
-    @property
-    def actions(self) -> torch.Tensor:
-        return self._tensor(self.actions_np)
-
-    @property
-    def noise(self) -> dict[str, torch.Tensor]:
-        return {k: self._tensor(v) for k, v in self.noise_np.items()}
 
 
 @dataclass

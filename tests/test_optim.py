@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from rl_relax.optim import FlatParameters, RMSpropTFLike
@@ -43,13 +44,22 @@ def test_flat_parameters_share_storage_and_clip_like_torch():
     assert all((p.grad == 0).all() for p in net_a.parameters())
 
 
-def test_rmsprop_tf_like_runs_torchs_step_hooks():
-    """A plain torch optimizer: step hooks (used by profilers and schedulers' tooling) run."""
-    p = torch.zeros(2)
-    p.grad = torch.ones(2)
-    opt = RMSpropTFLike([p])
-    calls = []
-    opt.register_step_pre_hook(lambda *args: calls.append("pre"))
-    opt.register_step_post_hook(lambda *args: calls.append("post"))
+def test_rmsprop_tf_like_state_dict_round_trips_in_torchs_format():
+    """Checkpoints see a torch optimizer state ({"state": {index: ...}, "param_groups": [...]})."""
+    p = torch.zeros(3)
+    p.grad = torch.tensor([1.0, 2.0, 3.0])
+    opt = RMSpropTFLike([p], lr=0.1, alpha=0.9, eps=1e-5)
     opt.step()
-    assert calls == ["pre", "post"]
+    saved = opt.state_dict()
+    assert saved["param_groups"] == [{"lr": 0.1, "alpha": 0.9, "eps": 1e-5, "params": [0]}]
+    torch.testing.assert_close(saved["state"][0]["square_avg"], 0.9 + 0.1 * p.grad.square())
+    q = p.detach().clone()
+    q.grad = p.grad.clone()
+    restored = RMSpropTFLike([q], lr=0.5)
+    restored.load_state_dict(saved)
+    assert restored.param_groups[0]["lr"] == 0.1
+    opt.step()
+    restored.step()
+    torch.testing.assert_close(q, p)  # the same second step: v was restored
+    with pytest.raises(ValueError, match="shape"):
+        RMSpropTFLike([torch.zeros(2)]).load_state_dict(saved)
