@@ -17,7 +17,12 @@ Concrete           d f(sigma_lambda(z)) (Gumbel-softmax / binary Concrete)      
 REBAR              RELAX with c(z) = eta * f(sigma_lambda(z))                                  yes
 RELAX              (f(b) - c(z~)) d log p(b) + d c(z) - d c(z~),  b = H(z), z~ ~ p(z | b)       yes
 LAX                (f(b) - c(b)) d log p(b) + d c(b),  b = T(theta, eps) (Gaussian)             yes
+Lee et al. 2018    d f(T(theta, eps)) + boundary terms, f piecewise smooth across hyperplanes  yes
 =================  =========================================================================  ========
+
+The last one, for densities with ``if`` branches on the sampled variable (Lee, Yu & Yang 2018), lives in
+:mod:`rl_relax.nondiff` and is re-exported here: :func:`reparameterization_with_boundary`,
+:class:`HyperplaneModel`, :func:`elbo_integrand`, :func:`boundary_noise`.
 
 (Grathwohl et al. 2018, Sec. 2-3 and App. A-B.) The formulas themselves live in
 :mod:`rl_relax.surrogates`, shared with the RL estimators. The control variate's parameters phi are trained
@@ -220,3 +225,16 @@ class ControlVariate(nn.Module):
         if self.f is not None:
             out = out + self.eta * self.f(soft)
         return out
+
+
+_NONDIFF = ("HyperplaneModel", "boundary_noise", "elbo_integrand", "reparameterization_with_boundary")
+
+
+def __getattr__(name: str):
+    """The non-differentiable-model estimators (rl_relax.nondiff), imported on first use: that module
+    builds on this one, so importing it eagerly here would be circular."""
+    if name in _NONDIFF:
+        from rl_relax import nondiff
+
+        return getattr(nondiff, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -250,3 +250,12 @@ def test_committed_toy_results_reproduce_the_papers_finding():
         last[r["estimator"]] = float(r["theta"])
     assert last["RELAX"] < 0.1
     assert min(last["REINFORCE"], last["REBAR"]) > max(0.3, 5 * last["RELAX"])
+
+
+def test_the_non_differentiable_model_estimators_are_reachable_from_the_toolkit():
+    from rl_relax import nondiff
+
+    for name in ("HyperplaneModel", "boundary_noise", "elbo_integrand", "reparameterization_with_boundary"):
+        assert getattr(tk, name) is getattr(nondiff, name)
+    with pytest.raises(AttributeError, match="no attribute"):
+        tk.not_an_estimator  # noqa: B018

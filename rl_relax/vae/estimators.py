@@ -39,7 +39,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from rl_relax import toolkit as tk
 from rl_relax.vae.models import BernoulliVAE
@@ -60,28 +59,6 @@ class Estimate:
     surrogate: torch.Tensor
     variance_loss: torch.Tensor | None
     elbo: torch.Tensor
-
-
-class StableBernoulli(tk.Bernoulli):
-    """``toolkit.Bernoulli`` with the conditional sample z~ ~ p(z | b) computed in log space.
-
-    z~ = logit + log v' - log(1 - v') with v' = v (1 - theta) (b = 0) or 1 - (1 - v) theta (b = 1), so
-
-        b = 1:  log v' = log1p(-(1 - v) theta),       log(1 - v') = log1p(-v) + log theta
-        b = 0:  log v' = log v + log(1 - theta),      log(1 - v') = log1p(-v (1 - theta))
-
-    Same distribution and theta-dependence (v held fixed) as the toolkit's sampler, but finite in float32
-    where forming v' first rounds it to 1 (e.g. v = 1 - 2e-7, theta = 0.2): the toolkit's version then
-    returns -inf and the control variate's gradient turns NaN (seen in a 12k-step linear1 RELAX run).
-    """
-
-    def conditional(self, b: torch.Tensor, noise: tk.Noise) -> torch.Tensor:
-        v, logits = noise["v"], self.logits
-        log_theta, log_one_minus_theta = F.logsigmoid(logits), F.logsigmoid(-logits)
-        one = b > 0.5
-        log_v_prime = torch.where(one, torch.log1p(-(1.0 - v) * log_theta.exp()), torch.log(v) + log_one_minus_theta)
-        log_rest = torch.where(one, torch.log1p(-v) + log_theta, torch.log1p(-v * log_one_minus_theta.exp()))
-        return logits + log_v_prime - log_rest
 
 
 def _mlp(sizes: Sequence[int], zero_last: bool = True) -> nn.Sequential:
@@ -155,7 +132,7 @@ class VaeEstimator(nn.Module):
         previous = x
         for k in range(model.num_layers):
             layer_logits = model.encode(k, previous)
-            dist = StableBernoulli(layer_logits.detach())
+            dist = tk.Bernoulli(layer_logits.detach())
             noise = {key: value[0] for key, value in dist.noise(1, generator).items()}  # one draw per image
             previous = dist.hard(dist.relaxed(noise))
             noises.append(noise)
@@ -184,7 +161,7 @@ class VaeEstimator(nn.Module):
                          noises: list[tk.Noise], logits: list[torch.Tensor], samples: list[torch.Tensor],
                          f_b: torch.Tensor) -> torch.Tensor:  # fmt: skip
         """Per image, a surrogate whose gradient w.r.t. ``leaf`` (= logits_layer) is g_layer."""
-        dist, noise = StableBernoulli(leaf), noises[layer]
+        dist, noise = tk.Bernoulli(leaf), noises[layer]
         upstream = [x - model.pixel_mean, *(2.0 * b - 1.0 for b in samples[:layer])]
 
         def relaxed_f(soft: torch.Tensor, temperature: torch.Tensor | float) -> torch.Tensor:
