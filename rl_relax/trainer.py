@@ -492,6 +492,11 @@ class Trainer:
         next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
         variance_interval = int(cfg.variance.interval_steps)
         next_variance = (self.global_step // variance_interval + 1) * variance_interval if variance_interval else None
+        anatomy = None  # built once, not looked up in the config every update
+        if int(cfg.variance.get("anatomy_interval_steps", 0)):
+            from rl_relax.variance import AnatomyProbe
+
+            anatomy = AnatomyProbe(cfg, self.policy, self.value, self.estimator)
         eval_interval = int(cfg.eval.interval_steps)
         next_eval = (self.global_step // eval_interval + 1) * eval_interval if eval_interval else None
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
@@ -539,15 +544,11 @@ class Trainer:
                     measured["time/probe_s"] = self._side_time(started, "probe")
                     tb.scalars(measured, self.global_step)
                     next_variance = (self.global_step // variance_interval + 1) * variance_interval
-                if int(cfg.variance.get("anatomy_interval_steps", 0)):  # the variance anatomy (rl_relax/anatomy.py)
-                    from rl_relax.variance import AnatomyProbe
-
-                    anatomy = AnatomyProbe(cfg, self.policy, self.value, self.estimator)
-                    if anatomy.due(self.global_step, steps_per_update):
-                        started = time.perf_counter()
-                        measured = anatomy.measure(self.env.normalizer_state(), self.global_step)
-                        measured["time/anatomy_s"] = self._side_time(started, "probe")
-                        tb.scalars(measured, self.global_step)
+                if anatomy is not None and anatomy.due(self.global_step, steps_per_update):  # rl_relax/anatomy.py
+                    started = time.perf_counter()
+                    measured = anatomy.measure(self.env.normalizer_state(), self.global_step)
+                    measured["time/anatomy_s"] = self._side_time(started, "probe")
+                    tb.scalars(measured, self.global_step)
                 if next_eval is not None and self.global_step >= next_eval:
                     started = time.perf_counter()
                     evaluated = self._periodic_evaluation().evaluate(self.env.normalizer_state())
