@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+# autograd imports this module (and with it sympy, ~0.3 s) on the first backward pass that is given
+# explicit output gradients; importing it with the learner keeps that one-time cost out of training.
+import torch.fx.experimental.symbolic_shapes
 from torch.nn import functional as F
 
 from rl_relax.errors import TrainingDivergedError
