@@ -52,11 +52,11 @@ class SecondPassRelax(RelaxEstimator):
     so the surrogate reaches theta other than through batch.dist_params."""
 
     def surrogate(self, batch):
-        self._policy = batch.policy
+        self._policy_forward = batch.policy.forward  # a bound method, so the policy is not registered as phi
         return super().surrogate(batch)
 
     def relaxed_cv(self, obs, z):
-        second_pass = torch.tanh(self._policy(obs)).mean(-1)
+        second_pass = torch.tanh(self._policy_forward(obs)).mean(-1)
         return super().relaxed_cv(obs, z) * (1.0 + second_pass)
 
 
@@ -65,8 +65,7 @@ def test_a_surrogate_that_reaches_theta_another_way_gets_the_exact_computation()
 
 
 def test_forcing_the_fast_computation_on_such_a_surrogate_gives_a_wrong_gradient():
-    """Power check: without the graph check the policy gradient misses the second path (and the phi step
-    cannot even run: the graph it would need was consumed by the learner's backward pass)."""
+    """Power check: without the graph check the policy gradient silently misses the second path."""
     from tests import update_reference
 
     class Forced(SecondPassRelax):
@@ -77,8 +76,7 @@ def test_forcing_the_fast_computation_on_such_a_surrogate_gives_a_wrong_gradient
     reference = make_learner(lambda: SecondPassRelax(name="second_pass", cv_lr=0.01))
     expected, _, _ = update_reference.reference_update(reference, filled_buffer(reference))
     learner = make_learner(lambda: Forced(name="forced", cv_lr=0.01))
-    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
-        learner.update(filled_buffer(learner), global_step=0)
+    learner.update(filled_buffer(learner), global_step=0)
     with pytest.raises(AssertionError):
         torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-4, atol=1e-6)
 

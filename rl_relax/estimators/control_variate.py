@@ -39,13 +39,14 @@ import logging
 import math
 from collections.abc import Sequence
 
+import gymnasium as gym
 import torch
 from torch import nn
 
 from rl_relax import surrogates
 from rl_relax.errors import ConfigError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator, RolloutBatch
-from rl_relax.networks import MLP
+from rl_relax.networks import MLP, Policy
 from rl_relax.optim import FlatParameters, make_adam
 
 log = logging.getLogger("rl_relax")
@@ -111,6 +112,14 @@ class ControlVariateEstimator(Estimator):
         self.fast_gradient: bool | None = None
 
     # ------------------------------------------------------------------------------- phi
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+        """Subclasses build their networks, then call this last: phi moves to the policy's device and
+        gets its optimizer now, so that building it (torch's optimizers import a lot on first use) never
+        lands inside training."""
+        super().bind(policy, obs_dim, action_space)
+        self.to(next(policy.parameters()).device)
+        self._ensure_optimizer()
+
     def _ensure_optimizer(self) -> None:
         """Create phi's optimizer on first use, once the parameters sit on their final device."""
         if self.cv_optimizer is None:

@@ -53,8 +53,8 @@ class DlaxEstimator(ControlVariateEstimator):
                 f"estimator=dlax needs a Discrete action space, this env has {action_space}. "
                 "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
             )
-        super().bind(policy, obs_dim, action_space)
         self.cv = ControlVariateNet(obs_dim, int(action_space.n), self.hidden_sizes, self.activation)
+        super().bind(policy, obs_dim, action_space)
 
     def relaxed_cv(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """c(s, z) = c_phi(s, softmax(z / tau))."""

@@ -37,8 +37,8 @@ class LaxEstimator(ControlVariateEstimator):
                 f"estimator=lax needs a continuous (Box) action space, this env has {action_space}. "
                 "Fix: use estimator=relax for discrete actions (or estimator=baseline)."
             )
-        super().bind(policy, obs_dim, action_space)
         self.cv = ControlVariateNet(obs_dim, int(np.prod(action_space.shape)), self.hidden_sizes, self.activation)
+        super().bind(policy, obs_dim, action_space)
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
         means, obs = batch.dist_params, batch.obs

@@ -48,9 +48,9 @@ class RelaxEstimator(ControlVariateEstimator):
                 f"estimator=relax needs a Discrete action space, this env has {action_space}. "
                 "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
             )
-        super().bind(policy, obs_dim, action_space)
         self.num_actions = int(action_space.n)
         self.cv = ControlVariateNet(obs_dim, self.num_actions, self.hidden_sizes, self.activation)
+        super().bind(policy, obs_dim, action_space)
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"v": (self.num_actions,)}
