@@ -42,6 +42,26 @@ NOT_HPARAMS = ("device", "logging.progress", "logging.progress_interval_s", "log
 CONFIG_GROUPS = ("env", "estimator", "experiment")
 
 
+#: TensorBoard's Custom Scalars tab: the sparse same-policy measurements in charts of their own, the
+#: estimator next to the baseline estimator at the same policy (the Scalars tab smooths sparse points away).
+CUSTOM_SCALARS = {
+    "Same-policy gradient variance (sampled probe)": {
+        "log-variance: this run's estimator vs the baseline estimator, same policy": [
+            "Multiline",
+            [r"grad/log_variance_sampled$", r"grad/log_variance_sampled_baseline$"],
+        ],
+        "variance ratio, estimator / baseline estimator (same policy)": [
+            "Multiline",
+            [r"grad/variance_ratio_sampled$"],
+        ],
+    },
+    "Variance anatomy (same policy)": {
+        "shares of the per-step variance": ["Multiline", [r"variance/share_.*"]],
+        "action part removed by each baseline": ["Multiline", [r"variance/action_removed_by_.*"]],
+    },
+}
+
+
 def run_hparams(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     """The hyperparameters that define a run, for TensorBoard's HParams tab.
 
@@ -81,8 +101,10 @@ class TensorBoardLogger:
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def config(self, cfg: DictConfig) -> None:
+        """Once per run: the resolved config as text, and the Custom Scalars layout."""
         yaml = OmegaConf.to_yaml(cfg, resolve=True)
         self.writer.add_text("config", "```yaml\n" + yaml + "\n```", global_step=0)
+        self.writer.add_custom_scalars(CUSTOM_SCALARS)
 
     def hparams_start(self, hparams: dict[str, Any]) -> None:
         """The HParams plugin's session-start record (the run's hparams), in the run's own event file.

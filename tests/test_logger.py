@@ -111,3 +111,24 @@ def test_a_log_record_clears_the_live_line_and_the_line_is_drawn_again_below_it(
     finally:
         logger.removeHandler(handler)
         logger.removeHandler(files)
+
+
+def test_a_run_writes_a_custom_scalars_layout_for_the_sparse_same_policy_measurements(tmp_path):
+    """The sampled probe's scalars get charts of their own (TensorBoard's Custom Scalars tab)."""
+    from omegaconf import OmegaConf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    from rl_relax.logger import CUSTOM_SCALARS, TensorBoardLogger
+
+    tb = TensorBoardLogger(tmp_path)
+    tb.config(OmegaConf.create({"seed": 0}))
+    tb.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
+    acc.Reload()
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    titles = {category.title: [chart.title for chart in category.chart] for category in layout.category}
+    assert titles == {category: list(charts) for category, charts in CUSTOM_SCALARS.items()}
+    tags = [tag for category in layout.category for chart in category.chart for tag in chart.multiline.tag]
+    assert r"grad/log_variance_sampled_baseline$" in tags and r"grad/variance_ratio_sampled$" in tags
