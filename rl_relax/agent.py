@@ -14,6 +14,7 @@ timestamped run directory); several runs there are an error that lists them.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from rl_relax.envs import make_env
 from rl_relax.errors import CheckpointError, ConfigError
 from rl_relax.networks import Policy, make_policy
 
+log = logging.getLogger("rl_relax")
+
 # gymnasium's NormalizeObservation default (rl_relax's wrappers use it); tests check we match the wrapper.
 OBS_NORM_EPSILON = 1e-8
 _LISTED_RUNS = 10  # how many candidate runs an ambiguous-directory error names
@@ -35,7 +38,26 @@ _LISTED_RUNS = 10  # how many candidate runs an ambiguous-directory error names
 def find_runs(directory: Path) -> list[Path]:
     """Run directories at or below ``directory``: those whose ``checkpoints/`` holds a checkpoint."""
     found = [d.parent for d in Path(directory).rglob("checkpoints") if ckpt.latest_checkpoint(d) is not None]
-    return sorted(d for d in found if ".submitit" not in d.parts)
+    # submitit's job folders, and earlier runs moved aside by checkpoint.resume=false, are not runs.
+    return sorted(d for d in found if ".submitit" not in d.parts and "previous_runs" not in d.parts)
+
+
+def _load_newest_intact(path: Path, fall_back: bool) -> dict[str, Any]:
+    """Load ``path``; if it is corrupt and the user named a run (not this file), the newest intact
+    checkpoint before it, with a warning (read only: nothing in the run directory is renamed)."""
+    try:
+        return ckpt.load_checkpoint(path, map_location="cpu")
+    except CheckpointError as exc:
+        in_run = ckpt.list_checkpoints(path.parent) if fall_back else []
+        older = in_run[: in_run.index(path)] if path in in_run else []
+        for candidate in reversed(older):
+            try:
+                payload = ckpt.load_checkpoint(candidate, map_location="cpu")
+            except CheckpointError:
+                continue
+            log.warning("%s; using the previous checkpoint %s", str(exc).split(" Fix:")[0], candidate)
+            return payload
+        raise
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -163,7 +185,7 @@ def load_agent(path: str | Path, device: str = "cpu", seed: int | None = None) -
     """
     dev = check_device(device)
     ckpt_path = resolve_checkpoint(Path(path))
-    payload: dict[str, Any] = ckpt.load_checkpoint(ckpt_path, map_location="cpu")
+    payload: dict[str, Any] = _load_newest_intact(ckpt_path, fall_back=not Path(path).is_file())
     cfg = OmegaConf.create(payload["config_yaml"])
     env = make_env(cfg.env)
     try:

@@ -97,3 +97,27 @@ def test_device_names_are_checked_before_anything_is_loaded(cartpole_run):
     with pytest.raises(ConfigError, match="'gpu' is not a torch device"):
         check_device("gpu")
     assert check_device("cpu") == torch.device("cpu")
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one_and_renames_nothing(run_training, tmp_path):
+    from rl_relax import checkpoint as ckpt
+    from rl_relax.agent import load_agent
+
+    run_dir = tmp_path / "run"
+    run_training("total_timesteps=800", "checkpoint.interval_steps=400", run_dir=run_dir)
+    first, newest = ckpt.list_checkpoints(run_dir / "checkpoints")[-2:]
+    newest.write_bytes(newest.read_bytes()[:-50])  # torn
+    agent = load_agent(run_dir)
+    assert agent.act(np.zeros(4, dtype=np.float32)) in (0, 1)
+    assert newest.exists() and first.exists()  # read only: nothing moved aside
+    with pytest.raises(CheckpointError):
+        load_agent(newest)  # a file the user named is not replaced by another
+
+
+def test_runs_moved_aside_by_resume_false_are_not_candidates(tmp_path):
+    from rl_relax.agent import find_runs
+
+    for rel in ("a/checkpoints", "a/previous_runs/20260101/checkpoints"):
+        (tmp_path / rel).mkdir(parents=True)
+        (tmp_path / rel / "ckpt_000000000400.pt").write_bytes(b"x")
+    assert find_runs(tmp_path) == [tmp_path / "a"]
