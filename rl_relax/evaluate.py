@@ -23,6 +23,7 @@ import numpy as np
 
 from rl_relax.agent import load_agent, resolve_checkpoint
 from rl_relax.errors import ConfigError, MissingExtraError, RlRelaxError
+from rl_relax.evaluation import run_episodes
 
 __all__ = ["evaluate", "main", "resolve_checkpoint"]
 
@@ -56,19 +57,8 @@ def evaluate(
     env = agent.make_env(render_mode="rgb_array" if video_dir is not None else None)
     if video_dir is not None:
         env = _record_video(env, Path(video_dir), agent.env_id)
-    returns: list[float] = []
-    lengths: list[int] = []
     try:
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, length, done = 0.0, 0, False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic))
-                total += float(reward)
-                length += 1
-                done = terminated or truncated
-            returns.append(total)
-            lengths.append(length)
+        returns, lengths = run_episodes(agent, env, episodes, seed, deterministic)
     finally:
         env.close()
     result = {

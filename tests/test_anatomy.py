@@ -32,12 +32,7 @@ from tests.estimator_problems import make
 Z = 4.0  # standard errors
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------ a synthetic problem, exact terms

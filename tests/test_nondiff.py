@@ -24,13 +24,7 @@ from rl_relax import toolkit as tk
 N = 20_000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def per_sample_gradients(estimator: str, model: nd.HyperplaneModel, mean: torch.Tensor, log_std: torch.Tensor,

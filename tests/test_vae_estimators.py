@@ -26,13 +26,7 @@ REPEATS, BATCHES = 200, 100
 TINY = {"linear2": ([2, 2], []), "nonlinear": ([3], [4, 4])}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_model(kind: str) -> BernoulliVAE:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra import compose, initialize_config_module
 
 from rl_relax.errors import ConfigError
@@ -22,13 +21,7 @@ SMALL = ["steps=12", "eval.interval=6", "eval.variance_samples=2", "model.latent
          "estimator.hidden_sizes=[8]", "logging.progress=never"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second intra-op thread only adds synchronisation (several times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compose_vae(*overrides: str):
