@@ -46,16 +46,23 @@ def test_reset_transition_is_masked_and_final_obs_is_kept():
     assert episodes.returns == [3.0, 3.0] and episodes.lengths == [3, 3]
 
 
-def test_episode_step_is_the_position_in_the_episode_across_rollout_boundaries():
-    """Counter-v0's observation is the number of steps taken in the episode: the stored position must
-    equal it on every valid slot (also in rollouts that start mid-episode) and be -1 on reset slots."""
-    env_cfg = OmegaConf.create({"id": "RlRelaxTest/Counter-v0", "num_envs": 2, "make_kwargs": {"max_episode_steps": 4},
+def counter_rollouts(max_episode_steps: int):
+    """Rollouts of 3 steps in 2 Counter-v0 envs with the given time limit: (env handle, buffer, collector)."""
+    env_cfg = OmegaConf.create({"id": "RlRelaxTest/Counter-v0", "num_envs": 2,
+                                "make_kwargs": {"max_episode_steps": max_episode_steps},
                                 "import_module": "tests.toy_envs"})  # fmt: skip
     handle = make_vector_env(env_cfg)
     policy = make_policy(POLICY_CFG, handle.envs.single_observation_space, handle.envs.single_action_space)
     buf = RolloutBuffer(3, 2, 1, policy, {}, policy.net.layers[0].weight.device)
     collector = RolloutCollector(handle, policy, buf, np.random.default_rng(0))
     collector.start(seed_vector_env(handle, 0))
+    return handle, buf, collector
+
+
+def test_episode_step_is_the_position_in_the_episode_across_rollout_boundaries():
+    """Counter-v0's observation is the number of steps taken in the episode: the stored position must
+    equal it on every valid slot (also in rollouts that start mid-episode) and be -1 on reset slots."""
+    handle, buf, collector = counter_rollouts(max_episode_steps=4)
     positions = []
     for _ in range(4):
         collector.collect()
@@ -68,13 +75,7 @@ def test_episode_step_is_the_position_in_the_episode_across_rollout_boundaries()
 
 def test_reset_transition_after_a_rollout_boundary_is_masked():
     """An episode that ends on a rollout's last step makes the next rollout's first step the reset."""
-    env_cfg = OmegaConf.create({"id": "RlRelaxTest/Counter-v0", "num_envs": 2, "make_kwargs": {"max_episode_steps": 3},
-                                "import_module": "tests.toy_envs"})  # fmt: skip
-    handle = make_vector_env(env_cfg)
-    policy = make_policy(POLICY_CFG, handle.envs.single_observation_space, handle.envs.single_action_space)
-    buf = RolloutBuffer(3, 2, 1, policy, {}, policy.net.layers[0].weight.device)
-    collector = RolloutCollector(handle, policy, buf, np.random.default_rng(0))
-    collector.start(seed_vector_env(handle, 0))
+    handle, buf, collector = counter_rollouts(max_episode_steps=3)
     valid = []
     for _ in range(3):
         collector.collect()
