@@ -336,20 +336,23 @@ def check_compatible(payload: dict[str, Any], expected_meta: dict[str, Any], pat
         )
 
 
-def _setting_diff(have: dict | None, want: dict) -> str:
+def _first_difference(have: dict | None, want: dict, describe) -> str:
+    """``describe(name, in_checkpoint, in_this_run)`` for the first key whose values differ."""
     have = have or {}
     for name in sorted(set(have) | set(want)):
         if have.get(name) != want.get(name):
-            return f"{name}={have.get(name)!r} in the checkpoint, {want.get(name)!r} in this run"
-    return "settings differ"
+            return describe(name, have.get(name), want.get(name))
+    return "they differ"
+
+
+def _setting_diff(have: dict | None, want: dict) -> str:
+    return _first_difference(have, want, lambda n, a, b: f"{n}={a!r} in the checkpoint, {b!r} in this run")
 
 
 def _arch_diff(have: dict | None, want: dict) -> str:
-    have = have or {}
-    for name in sorted(set(have) | set(want)):
-        if have.get(name) != want.get(name):
-            return f"parameter {name} has shape {have.get(name)} in the checkpoint, {want.get(name)} in this run"
-    return "parameters differ"
+    return _first_difference(
+        have, want, lambda n, a, b: f"parameter {n} has shape {a} in the checkpoint, {b} in this run"
+    )
 
 
 def parameter_shapes(**modules: torch.nn.Module) -> dict[str, list[int]]:
