@@ -143,6 +143,7 @@ def betas(value: Any) -> str | None:
 # key -> (check, example of a valid value for the Fix)
 SCHEMA: dict[str, tuple[Check, str]] = {
     "seed": (number(0, MAX_SEED, hi_open=True, integer=True, what="an integer in [0, 2^62)"), "0"),
+    "num_seeds": (positive(integer=True, hi=4096), "8"),
     "device": (choice(DEVICES), "auto"),
     "total_timesteps": (positive(integer=True, hi=MAX_COUNT), "200000"),
     "torch_threads": (positive(integer=True, hi=1024), "1"),

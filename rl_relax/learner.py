@@ -16,6 +16,12 @@ and value together (as in stable-baselines3's A2C).
 
 g_hat itself (policy parameters only, entropy and value terms excluded, before clipping) feeds
 :class:`~rl_relax.variance.OnlineGradientVariance`, identically for every estimator.
+
+Seed-stacked networks (S seeds trained together, :mod:`rl_relax.seed_group`) run the same update
+for all seeds at once: every mean above is then one per seed, the loss differentiated is the sum
+of the seeds' losses (so seed k's slice of the gradient is seed k's own), and clipping, the
+non-finite check and the statistics are per seed. A seed whose loss is not finite, or that the
+trainer has stopped (``active``), gets no parameter update; the others go on.
 """
 
 from __future__ import annotations
@@ -42,13 +48,18 @@ from rl_relax.variance import OnlineGradientVariance
 
 @dataclass
 class UpdateStats:
-    """Scalars of one update (Python floats: on the CPU a host copy is cheaper than tensor bookkeeping)."""
+    """Scalars of one update (Python floats: on the CPU a host copy is cheaper than tensor bookkeeping).
+
+    Seed-stacked: each field is a list with one value per seed, and ``finite`` says which seeds' update
+    was finite (the others were not applied).
+    """
 
     policy_loss: float  # -S, the estimator's surrogate
     value_loss: float
     grad_norm: float  # global norm of the whole gradient before clipping
     pg_norm: float  # norm of the policy-gradient estimate g_hat alone, before clipping
     entropy: float | None  # mean policy entropy; None when neither the loss nor diagnostics needed it
+    finite: list[bool] | None = None
 
 
 @dataclass
@@ -69,6 +80,8 @@ class A2CLearner:
         self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg, variance_decay: float = 0.99
     ):
         self.policy, self.value, self.estimator = policy, value, estimator
+        self.num_seeds: int | None = policy.net.num_seeds  # None: one agent; S: seed-stacked networks
+        seeds = () if self.num_seeds is None else (self.num_seeds,)
         # Plain Python copies: OmegaConf attribute access costs microseconds on the hot path.
         self.gamma, self.gae_lambda = float(learner_cfg.gamma), float(learner_cfg.gae_lambda)
         self.ent_coef, self.vf_coef = float(learner_cfg.ent_coef), float(learner_cfg.vf_coef)
@@ -78,21 +91,23 @@ class A2CLearner:
         self.theta_net, self.theta_direct = list(policy.net.parameters()), list(policy.direct_parameters())
         if len(self.theta_net) + len(self.theta_direct) != len(list(policy.parameters())):
             raise TypeError("a Policy's parameters must be its net's plus direct_parameters()")
-        self.num_policy_params = sum(p.numel() for p in [*self.theta_net, *self.theta_direct])
+        self.num_policy_params = sum(p.numel() for p in [*self.theta_net, *self.theta_direct]) // (self.num_seeds or 1)
         # Policy parameters first: g_hat is subtracted from the leading slice of the flat gradient.
-        self.flat = FlatParameters([*self.theta_net, *self.theta_direct, *value.parameters()])
+        self.flat = FlatParameters([*self.theta_net, *self.theta_direct, *value.parameters()], self.num_seeds)
         self.optimizer = make_optimizer([self.flat.data], learner_cfg)
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         device = self.flat.data.device
-        self._minus_one = torch.tensor(-1.0, device=device)
-        self._vf_coef = torch.tensor(self.vf_coef, device=device)
-        self._minus_ent_coef = torch.tensor(-self.ent_coef, device=device)
+        self._minus_one = torch.full(seeds, -1.0, device=device)
+        self._vf_coef = torch.full(seeds, self.vf_coef, device=device)
+        self._minus_ent_coef = torch.full(seeds, -self.ent_coef, device=device)
+        #: Seed-stacked: which seeds still train (the trainer stops solved or diverged ones).
+        self.active = torch.ones(seeds, dtype=torch.bool, device=device)
         #: Scalars the estimator reported with its last estimate (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
-            self.num_policy_params, decay=variance_decay, device=self.flat.data.device
+            (*seeds, self.num_policy_params), decay=variance_decay, device=self.flat.data.device
         )
 
     @property
@@ -117,7 +132,7 @@ class A2CLearner:
         batch = self.make_batch(buf, targets)
         surrogate = self.estimator.estimate(batch)  # S(theta): grad_theta S = g_hat
         # A mean over all T N slots, like batch.mean: on reset slots R_t = V(s_t) (A_t = 0), so they add 0.
-        value_loss = F.mse_loss(targets.values[: targets.returns.shape[0]], targets.returns)
+        value_loss = self.value_loss(targets)
         entropy = None
         if self.ent_coef != 0.0 or diagnostics:
             with torch.set_grad_enabled(self.ent_coef != 0.0):  # without an entropy bonus it is only logged
@@ -129,13 +144,18 @@ class A2CLearner:
         if self.ent_coef != 0.0:
             terms.append(entropy)
             coefficients.append(self._minus_ent_coef)
-            g_hat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(surrogate, batch.theta, retain_graph=True)])
-        self.flat.zero_grad()
-        torch.autograd.backward(terms, coefficients)
+            g_hat = self.flat_policy_gradient(torch.autograd.grad(surrogate.sum(), batch.theta, retain_graph=True))
+        if self.num_seeds is None:
+            self.flat.zero_grad()
+            torch.autograd.backward(terms, coefficients)
+        else:  # seed-stacked parameters are strided views: the gradients are collected, then written
+            self.flat.set_grad(torch.autograd.grad(terms, self.flat.params, coefficients, allow_unused=True))
         if g_hat is None:  # -S is then the loss's only term in theta: its gradient there is -g_hat
-            g_hat = -self.flat.grad[: self.num_policy_params]
+            g_hat = -self.flat.grad[..., : self.num_policy_params]
 
         self.grad_variance.update(g_hat)
+        if self.num_seeds is not None:
+            return self._finish_seed_stacked(surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf)
         pg_norm = torch.linalg.vector_norm(g_hat).item()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         # A non-finite loss makes the gradient norm non-finite: one check, before anything moves.
@@ -154,11 +174,59 @@ class A2CLearner:
             -surrogate.item(), value_loss.item(), grad_norm, pg_norm, None if entropy is None else entropy.item()
         )
 
+    def _finish_seed_stacked(self, surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf) -> UpdateStats:
+        """The rest of :meth:`update` for seed-stacked networks: per-seed clipping, checks and statistics."""
+        pg_norm = torch.linalg.vector_norm(g_hat, dim=-1).tolist()
+        grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
+        metrics = self.estimator.learn(g_hat)  # before theta moves: g_hat is at this theta
+        self.estimator_metrics = metrics
+        finite = [
+            math.isfinite(norm)
+            and all(math.isfinite(values[k]) for values in metrics.values() if isinstance(values, list))
+            for k, norm in enumerate(grad_norm)
+        ]
+        # Non-finite or stopped seeds do not move (their gradients may be nan: masked, not multiplied).
+        keep = self.active & torch.tensor(finite, device=self.active.device)
+        self.flat.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
+        self.optimizer.step()
+        if diagnostics:
+            self._last = (targets.returns_np, targets.values_np[:, :-1], buf.valid_np.copy())
+        return UpdateStats(
+            (-surrogate).tolist(), value_loss.tolist(), grad_norm, pg_norm,
+            None if entropy is None else entropy.tolist(), finite,
+        )  # fmt: skip
+
+    def value_loss(self, targets: Targets) -> torch.Tensor:
+        """L_V = (1/(T N)) sum_t (R_t - V(s_t))^2 over all slots (one per seed when seed-stacked)."""
+        num_slots = targets.returns.shape[-1]
+        if self.num_seeds is None:
+            return F.mse_loss(targets.values[:num_slots], targets.returns)
+        return F.mse_loss(targets.values[:, :num_slots], targets.returns, reduction="none").mean(-1)
+
+    def flat_policy_gradient(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """Per-parameter gradients over theta as one flat vector ((S, P) when seed-stacked)."""
+        seeds = () if self.num_seeds is None else (self.num_seeds,)
+        return torch.cat([g.reshape(*seeds, -1) for g in grads], dim=-1)
+
     # ------------------------------------------------------------------------------- the batch
     def targets(self, buf: RolloutBuffer) -> Targets:
-        """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy."""
+        """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy.
+
+        Seed-stacked, the buffer's arrays are (S, T, N): GAE runs on (T, S, N) views, for it S N
+        columns like any others.
+        """
         num_steps, num_envs = buf.num_steps, buf.num_envs
         values = self.value(buf.flat("all_obs"))
+        if self.num_seeds is not None:
+            values_np = values.detach().cpu().numpy().reshape(self.num_seeds, num_steps + 1, num_envs)
+            time_major = [np.moveaxis(x, 0, 1) for x in (buf.rewards_np, values_np, buf.terminated_np,
+                                                         buf.truncated_np, buf.valid_np)]  # fmt: skip
+            rewards, values_t, terminated, truncated, valid = time_major
+            advantages, returns = gae(rewards, values_t[:-1], values_t[-1], terminated, truncated, valid,
+                                      gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
+            advantages = np.ascontiguousarray(np.moveaxis(advantages, 0, 1))
+            returns = np.ascontiguousarray(np.moveaxis(returns, 0, 1))
+            return Targets(values, advantages, buf.tensor(returns.reshape(self.num_seeds, -1)), returns, values_np)
         values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
             buf.rewards_np, values_np[:-1], values_np[-1], buf.terminated_np, buf.truncated_np,
@@ -169,12 +237,13 @@ class A2CLearner:
     def make_batch(self, buf: RolloutBuffer, targets: Targets) -> RolloutBatch:
         """The estimator's view of the rollout (time-major, flat), the policy evaluated under grad."""
         obs, actions, valid = buf.flat("obs"), buf.flat("actions"), buf.flat("valid")
-        advantages = buf.tensor(targets.advantages.reshape(-1))
-        step_weights = buf.tensor(buf.valid_np.reshape(-1) * np.float32(1.0 / valid.shape[0]))
-        if self.normalize_advantage:  # statistics over the valid transitions
-            weights = step_weights / step_weights.sum().clamp_min(1e-30)
-            mean = (advantages * weights).sum()
-            std = ((advantages - mean).square() * weights).sum().sqrt()
+        flat_shape = valid.shape  # (T N,), or (S, T N) seed-stacked
+        advantages = buf.tensor(targets.advantages.reshape(flat_shape))
+        step_weights = buf.tensor(buf.valid_np.reshape(flat_shape) * np.float32(1.0 / valid.shape[-1]))
+        if self.normalize_advantage:  # statistics over the valid transitions (of each seed)
+            weights = step_weights / step_weights.sum(-1, keepdim=True).clamp_min(1e-30)
+            mean = (advantages * weights).sum(-1, keepdim=True)
+            std = ((advantages - mean).square() * weights).sum(-1, keepdim=True).sqrt()
             advantages = (advantages - mean) / (std + 1e-8) * valid
         dist_params = self.policy(obs)
         return RolloutBatch(
@@ -192,11 +261,16 @@ class A2CLearner:
         return {name: estimator.gradient(batch) for name, estimator in estimators.items()}
 
     # ------------------------------------------------------------------------------- diagnostics, state
-    def explained_variance(self) -> float:
+    def explained_variance(self) -> float | list[float]:
         """1 - Var(R - V) / Var(R) on the last logged update's valid transitions (nan if Var(R) = 0)."""
         if self._last is None:
-            return math.nan
-        returns, values, valid = self._last
+            return math.nan if self.num_seeds is None else [math.nan] * self.num_seeds
+        if self.num_seeds is not None:
+            return [self._explained_variance(*(x[k] for x in self._last)) for k in range(self.num_seeds)]
+        return self._explained_variance(*self._last)
+
+    @staticmethod
+    def _explained_variance(returns: np.ndarray, values: np.ndarray, valid: np.ndarray) -> float:
         r, v = returns[valid].astype(np.float64), values[valid].astype(np.float64)
         if r.size < 2:
             return math.nan

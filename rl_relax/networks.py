@@ -22,6 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -86,18 +87,23 @@ class MLP(nn.Module):
         self.activation = ACTIVATIONS[activation]
         self._np_activation = NUMPY_ACTIVATIONS.get(activation)
         self._np_params: list[tuple[np.ndarray, np.ndarray]] | None = None
-        self._np_buffers: dict[int, list[np.ndarray]] = {}  # batch size -> hidden activations
+        self._np_buffers: dict[tuple[int, ...], list[np.ndarray]] = {}  # batch shape -> hidden activations
         self._np_key: tuple[int, ...] = ()
         if ortho_init:
             for i, layer in enumerate(self.layers):
                 nn.init.orthogonal_(layer.weight, out_gain if i == len(self.layers) - 1 else math.sqrt(2))
                 nn.init.zeros_(layer.bias)
 
+    #: None for one network; S for S independent networks stacked on a leading seed dimension
+    #: (weights (S, out, in), inputs and outputs (S, B, ...)), set by :func:`rl_relax.seed_stack.stack_modules`.
+    num_seeds: int | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        linear = F.linear if self.num_seeds is None else _seed_linear
         *hidden, out = self.layers
         for layer in hidden:
-            x = self.activation(F.linear(x, layer.weight, layer.bias))
-        return F.linear(x, out.weight, out.bias)
+            x = self.activation(linear(x, layer.weight, layer.bias))
+        return linear(x, out.weight, out.bias)
 
     def jvp(self, x: torch.Tensor, tangents: Sequence[torch.Tensor]) -> torch.Tensor:
         """Forward-mode derivative J t of the output w.r.t. the parameters, in direction ``tangents``.
@@ -108,14 +114,15 @@ class MLP(nn.Module):
         """
         if self.activation is F.gelu:
             return self._jvp_torch_func(x, tangents)
+        linear = F.linear if self.num_seeds is None else _seed_linear
         with torch.no_grad():
             dx = None
             for i, layer in enumerate(self.layers):
                 d_weight, d_bias = tangents[2 * i], tangents[2 * i + 1]
-                y = F.linear(x, layer.weight, layer.bias)
-                dy = F.linear(x, d_weight, d_bias)
+                y = linear(x, layer.weight, layer.bias)
+                dy = linear(x, d_weight, d_bias)
                 if dx is not None:
-                    dy = dy + F.linear(dx, layer.weight)
+                    dy = dy + linear(dx, layer.weight)
                 if i == len(self.layers) - 1:
                     return dy
                 x = self.activation(y)
@@ -123,6 +130,8 @@ class MLP(nn.Module):
         raise AssertionError("unreachable")
 
     def _jvp_torch_func(self, x: torch.Tensor, tangents: Sequence[torch.Tensor]) -> torch.Tensor:
+        if self.num_seeds is not None:
+            raise NotImplementedError("the gelu jvp of seed-stacked networks; use tanh, relu or elu")
         names = [name for name, _ in self.named_parameters()]
         primals = {name: p.detach() for name, p in self.named_parameters()}
         directions = dict(zip(names, tangents, strict=True))
@@ -141,21 +150,30 @@ class MLP(nn.Module):
             self._np_key = key
             weight = self._layer_params[0]["weight"]
             ready = self._np_activation is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
+            # Stacked networks: weights (S, in, out), biases (S, 1, out) against inputs (S, N, in).
             self._np_params = (
-                [(lin.weight.detach().numpy().T, lin.bias.detach().numpy()) for lin in self.layers] if ready else None
-            )
+                [(np.swapaxes(lin.weight.detach().numpy(), -1, -2), lin.bias.detach().numpy()[..., None, :])
+                 for lin in self.layers] if ready else None
+            )  # fmt: skip
         if self._np_params is None:
             return None
         *hidden, (w_out, b_out) = self._np_params
-        buffers = self._np_buffers.get(x.shape[0])
+        buffers = self._np_buffers.get(x.shape[:-1])
         if buffers is None:  # hidden activations are written in place: no allocations per step
-            buffers = [np.empty((x.shape[0], w.shape[1]), dtype=np.float32) for w, _ in hidden]
-            self._np_buffers[x.shape[0]] = buffers
+            buffers = [np.empty((*x.shape[:-1], w.shape[-1]), dtype=np.float32) for w, _ in hidden]
+            self._np_buffers[x.shape[:-1]] = buffers
         for (w, b), h in zip(hidden, buffers, strict=True):
             x = np.matmul(x, w, out=h)
             x += b
             x = self._np_activation(x)
         return x @ w_out + b_out
+
+
+def _seed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear for S stacked layers: x (S, B, in), weight (S, out, in), bias (S, out) -> (S, B, out)."""
+    if bias is None:
+        return torch.bmm(x, weight.transpose(-1, -2))
+    return torch.baddbmm(bias.unsqueeze(-2), x, weight.transpose(-1, -2))
 
 
 def _activation_derivative(activation, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
@@ -178,7 +196,16 @@ class ActOutput:
 
 
 class Policy(nn.Module):
-    """Maps observations to distribution parameters; samples through explicit noise."""
+    """Maps observations to distribution parameters; samples through explicit noise.
+
+    Stacked over S seeds (:func:`rl_relax.seed_stack.stack_modules`), every method takes and returns
+    a leading seed dimension: observations (S, B, obs_dim), distribution parameters (S, B, ...),
+    log-probabilities and entropies (S, B).
+    """
+
+    #: Parameters that meet per-state tensors by broadcasting, with the singleton dimensions their
+    #: seed-stacked version needs after the seed dimension (the Gaussian log-std: (S, 1, A)).
+    seed_broadcast: ClassVar[dict[str, int]] = {}
 
     net: MLP
     noise_shapes: dict[str, tuple[int, ...]]
@@ -214,8 +241,29 @@ class Policy(nn.Module):
         """H(pi(.|s)) per state, shape (B,)."""
         raise NotImplementedError
 
-    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
+    def draw_noise(self, rng: np.random.Generator, out: np.ndarray) -> None:
+        """Fill ``out`` (the shape of the distribution parameters) with the sampling noise, from ``rng``."""
         raise NotImplementedError
+
+    def action_from_noise(self, params: np.ndarray, noise: np.ndarray) -> ActOutput:
+        """The action that ``noise`` (from :meth:`draw_noise`) gives under the distribution ``params``."""
+        raise NotImplementedError
+
+    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
+        noise = np.empty(params.shape, dtype=np.float32)
+        self.draw_noise(rng, noise)
+        return self.action_from_noise(params, noise)
+
+    def sample_seeds(self, params: np.ndarray, rngs: Sequence[np.random.Generator]) -> ActOutput:
+        """Seed-stacked sampling: ``params`` (S, N, ...), seed k's noise from ``rngs[k]`` alone.
+
+        Each generator draws exactly what :meth:`sample` would draw for that seed, so seed k's acting
+        noise is the stream of a single run with the same generator.
+        """
+        noise = np.empty(params.shape, dtype=np.float32)
+        for k, rng in enumerate(rngs):
+            self.draw_noise(rng, noise[k])
+        return self.action_from_noise(params, noise)
 
     def mode(self, params: np.ndarray) -> np.ndarray:
         """The most likely action (deterministic evaluation)."""
@@ -251,14 +299,16 @@ class CategoricalPolicy(Policy):
         log_p = params.log_softmax(-1)
         return -(log_p.exp() * log_p).sum(-1)
 
-    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
-        u = rng.random(params.shape, dtype=np.float32)
-        np.maximum(u, _U_EPS, out=u)
-        scores = np.log(u)  # params + g with g = -log(-log u), computed in place
+    def draw_noise(self, rng: np.random.Generator, out: np.ndarray) -> None:
+        rng.random(dtype=np.float32, out=out)
+        np.maximum(out, _U_EPS, out=out)
+
+    def action_from_noise(self, params: np.ndarray, noise: np.ndarray) -> ActOutput:
+        scores = np.log(noise)  # params + g with g = -log(-log u), computed in place
         np.negative(scores, out=scores)
         np.log(scores, out=scores)
         np.subtract(params, scores, out=scores)
-        return ActOutput(scores.argmax(axis=-1), {"u": u})
+        return ActOutput(scores.argmax(axis=-1), {"u": noise})
 
     def mode(self, params: np.ndarray) -> np.ndarray:
         return np.argmax(params, axis=-1)
@@ -291,6 +341,8 @@ class GaussianPolicy(Policy):
         self._low = action_space.low.reshape(-1).astype(np.float32)
         self._high = action_space.high.reshape(-1).astype(np.float32)
 
+    seed_broadcast: ClassVar[dict[str, int]] = {"log_std": 1}
+
     def direct_parameters(self) -> list[nn.Parameter]:
         return [self.log_std]
 
@@ -303,13 +355,15 @@ class GaussianPolicy(Policy):
         return (-0.5 * z.square() - self.log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * params.shape[-1]
 
     def entropy(self, params: torch.Tensor) -> torch.Tensor:
-        per_state = (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum()
-        return per_state.expand(params.shape[0])
+        per_state = (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+        return per_state.expand(params.shape[:-1])
 
-    def sample(self, params: np.ndarray, rng: np.random.Generator) -> ActOutput:
-        eps = rng.standard_normal(params.shape, dtype=np.float32)
+    def draw_noise(self, rng: np.random.Generator, out: np.ndarray) -> None:
+        rng.standard_normal(dtype=np.float32, out=out)
+
+    def action_from_noise(self, params: np.ndarray, noise: np.ndarray) -> ActOutput:
         std = np.exp(self.log_std.detach().cpu().numpy())
-        return ActOutput((params + std * eps).astype(np.float32), {"eps": eps})
+        return ActOutput((params + std * noise).astype(np.float32), {"eps": noise})
 
     def mode(self, params: np.ndarray) -> np.ndarray:
         return params.astype(np.float32)

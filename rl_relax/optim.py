@@ -98,21 +98,40 @@ class FlatParameters:
 
     Keep the modules on their final device before flattening; afterwards use :meth:`zero_grad`
     (never ``set_to_none``, which would detach the gradient views).
+
+    Seed-stacked parameters (``num_seeds=S``, each of shape (S, ...), :mod:`rl_relax.seed_stack`)
+    live in one (S, P) tensor whose row k is exactly seed k's single-run flat vector (same order),
+    so an elementwise optimizer on it is S independent optimizers, and its state's row k is seed
+    k's single-run optimizer state. The parameters are then strided views, which autograd will not
+    accumulate into: gradients are written into :attr:`grad` by the caller (:meth:`set_grad`).
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter]):
+    def __init__(self, params: Iterable[torch.nn.Parameter], num_seeds: int | None = None):
         params = [p for p in params if p.requires_grad]
         first = params[0]
-        total = sum(p.numel() for p in params)
-        self.data = torch.empty(total, dtype=first.dtype, device=first.device)
+        self.num_seeds = num_seeds
+        self.params = params
+        lead = () if num_seeds is None else (num_seeds,)
+        sizes = [p.numel() // (num_seeds or 1) for p in params]
+        self.data = torch.empty(*lead, sum(sizes), dtype=first.dtype, device=first.device)
         self.data.grad = torch.zeros_like(self.data)
         offset = 0
-        for p in params:
-            n = p.numel()
-            self.data[offset : offset + n].copy_(p.detach().reshape(-1))
-            p.data = self.data[offset : offset + n].view_as(p)
-            p.grad = self.data.grad[offset : offset + n].view_as(p)
+        for p, n in zip(params, sizes, strict=True):
+            view = self.data[..., offset : offset + n]
+            view.copy_(p.detach().reshape(*lead, n))
+            p.data = view.view(p.shape)
+            if num_seeds is None:
+                p.grad = self.data.grad[offset : offset + n].view_as(p)
             offset += n
+
+    def set_grad(self, grads: Iterable[torch.Tensor | None]) -> torch.Tensor:
+        """Write per-parameter gradients (None = zero) into :attr:`grad`; return it."""
+        lead = () if self.num_seeds is None else (self.num_seeds,)
+        views = [
+            torch.zeros_like(p).reshape(*lead, -1) if g is None else g.reshape(*lead, -1)
+            for p, g in zip(self.params, grads, strict=True)
+        ]
+        return torch.cat(views, dim=-1, out=self.data.grad)
 
     @property
     def grad(self) -> torch.Tensor:
@@ -121,13 +140,17 @@ class FlatParameters:
     def zero_grad(self) -> None:
         self.data.grad.zero_()
 
-    def clip_grad_norm_(self, max_norm: float) -> float:
+    def clip_grad_norm_(self, max_norm: float) -> float | list[float]:
         """Scale the gradient to norm <= ``max_norm``; return the norm before clipping.
 
         Same rule as ``torch.nn.utils.clip_grad_norm_`` (scale by max_norm / (norm + 1e-6) when
         that is below 1). The norm comes back as a Python float: the caller needs it on the host
         anyway (to check it is finite), and the scale is then computed without extra tensor ops.
         """
+        if self.num_seeds is not None:  # one norm and one clipping per seed
+            norms = torch.linalg.vector_norm(self.data.grad, dim=-1)
+            self.data.grad.mul_((max_norm / (norms + 1e-6)).clamp_(max=1.0).unsqueeze(-1))
+            return norms.tolist()
         norm = torch.linalg.vector_norm(self.data.grad).item()
         scale = max_norm / (norm + 1e-6)
         if scale < 1.0:

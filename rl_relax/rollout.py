@@ -29,7 +29,11 @@ ExtraNoiseFn = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]
 
 
 class RolloutBuffer:
-    """Preallocated storage for one rollout of T steps in N envs."""
+    """Preallocated storage for one rollout of T steps in N envs.
+
+    With ``num_seeds=S`` (seeds trained together, :mod:`rl_relax.seed_group`) every array has a
+    leading seed dimension, (S, T, N, ...), and the flat views are (S, T N, ...).
+    """
 
     def __init__(
         self,
@@ -39,26 +43,29 @@ class RolloutBuffer:
         policy: Policy,
         noise_shapes: dict[str, tuple[int, ...]],
         device: torch.device,
+        num_seeds: int | None = None,
     ):
         t, n = num_steps, num_envs
         self.num_steps, self.num_envs, self.device = t, n, device
-        self.obs_np = np.zeros((t + 1, n, obs_dim), dtype=np.float32)
-        self.rewards_np = np.zeros((t, n), dtype=np.float32)
-        self.terminated_np = np.zeros((t, n), dtype=bool)
-        self.truncated_np = np.zeros((t, n), dtype=bool)
-        self.valid_np = np.ones((t, n), dtype=bool)
-        self.episode_step_np = np.zeros((t, n), dtype=np.int64)  # position in the episode, -1 on reset slots
-        self.actions_np = np.zeros((t, n, *policy.action_shape), dtype=policy.action_dtype)
-        self.noise_np = {k: np.zeros((t, n, *s), dtype=np.float32) for k, s in noise_shapes.items()}
+        s = () if num_seeds is None else (num_seeds,)
+        self.obs_np = np.zeros((*s, t + 1, n, obs_dim), dtype=np.float32)
+        self.rewards_np = np.zeros((*s, t, n), dtype=np.float32)
+        self.terminated_np = np.zeros((*s, t, n), dtype=bool)
+        self.truncated_np = np.zeros((*s, t, n), dtype=bool)
+        self.valid_np = np.ones((*s, t, n), dtype=bool)
+        self.episode_step_np = np.zeros((*s, t, n), dtype=np.int64)  # position in the episode, -1 on reset slots
+        self.actions_np = np.zeros((*s, t, n, *policy.action_shape), dtype=policy.action_dtype)
+        self.noise_np = {k: np.zeros((*s, t, n, *shape), dtype=np.float32) for k, shape in noise_shapes.items()}
         # Flat, time-major torch views (row t * N + i) of the arrays, made once: the arrays are rewritten
         # in place every rollout, so on the CPU these views always hold the current rollout, for free.
         per_step = {
-            "obs": self.obs_np[:t], "actions": self.actions_np, "valid": self.valid_np,
+            "obs": self.obs_np[..., :t, :, :], "actions": self.actions_np, "valid": self.valid_np,
             "terminated": self.terminated_np, "truncated": self.truncated_np, "episode_step": self.episode_step_np,
             **{f"noise/{k}": v for k, v in self.noise_np.items()},
         }  # fmt: skip
-        self._flat = {k: torch.from_numpy(v.reshape(t * n, *v.shape[2:])) for k, v in per_step.items()}
-        self._flat["all_obs"] = torch.from_numpy(self.obs_np.reshape((t + 1) * n, obs_dim))
+        lead = len(s)
+        self._flat = {k: torch.from_numpy(v.reshape(*s, t * n, *v.shape[lead + 2 :])) for k, v in per_step.items()}
+        self._flat["all_obs"] = torch.from_numpy(self.obs_np.reshape(*s, (t + 1) * n, obs_dim))
 
     def flat(self, name: str) -> torch.Tensor:
         """A per-step array as a flat (T N, ...) tensor on the buffer's device (a view of the buffer on the CPU).

@@ -88,6 +88,8 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         if ".submitit" in run_dir.parts:
             continue
         cfg = OmegaConf.load(config_path)
+        if int(cfg.get("num_seeds", 1)) > 1:  # a seed group's own directory: its seed<k>/ directories are the runs
+            continue
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         if not summary:

@@ -36,6 +36,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
 
     ``overrides``: the overrides that define the run (its TensorBoard hparams), e.g. Hydra's task overrides.
     """
+    if int(cfg.get("num_seeds", 1)) > 1:
+        from rl_relax.seed_group import SeedGroupTrainer
+
+        summaries = SeedGroupTrainer(cfg, run_dir, overrides).run()
+        return {"num_seeds": len(summaries), "runs": summaries}
     trainer = Trainer(cfg, run_dir, overrides)
     return trainer.run()
 
@@ -43,9 +48,14 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
 def objective(summary: dict, kind: str) -> float:
     """The number a sweeper maximises: ``final_return`` or ``neg_episodes_to_solve``.
 
+    For a group of seeds (``num_seeds`` > 1), the mean over its seeds.
+
     An unsolved run counts as solving one window after the episodes it ran (a penalty that keeps
     the ordering: solved runs always rank above unsolved ones of the same length).
     """
+    if "runs" in summary:
+        values = [objective(run, kind) for run in summary["runs"]]
+        return sum(values) / len(values)
     if kind == "final_return":
         value = summary["final_return_mean"]
         return float("-inf") if value is None else float(value)

@@ -434,16 +434,7 @@ class Trainer:
         # Resumed runs reset their envs with a seed derived from the step, so they stay reproducible.
         self.collector.start(seed_vector_env(self.env, int(cfg.seed) + self.global_step))
 
-        # Events a crashed process wrote after the checkpoint (steps > S) are purged; the point at S stays.
-        # A fresh start purges everything an earlier attempt logged before its first checkpoint.
-        purge_step = (
-            self.global_step + 1 if latest is not None else (0 if list(self.run_dir.glob("events.*")) else None)
-        )
-        try:
-            tb = TensorBoardLogger(self.run_dir, purge_step=purge_step)
-            self._hparams = run_hparams(cfg, self.overrides)
-        except OSError as exc:
-            raise ckpt.storage_error(self.run_dir / "events.out.tfevents.*", exc, "TensorBoard events") from None
+        tb = self.open_tensorboard(resumed=latest is not None)
         try:
             finished = self._loop(tb, stop, total, fresh=latest is None)
         except TrainingDivergedError:
@@ -463,6 +454,18 @@ class Trainer:
             summary["episodes_to_solve"], summary["fps"] or 0.0,
         )  # fmt: skip
         return summary
+
+    def open_tensorboard(self, resumed: bool) -> TensorBoardLogger:
+        """The run's TensorBoard writer, events a crashed process wrote after the checkpoint purged."""
+        # Events a crashed process wrote after the checkpoint (steps > S) are purged; the point at S stays.
+        # A fresh start purges everything an earlier attempt logged before its first checkpoint.
+        purge_step = self.global_step + 1 if resumed else (0 if list(self.run_dir.glob("events.*")) else None)
+        try:
+            tb = TensorBoardLogger(self.run_dir, purge_step=purge_step)
+            self._hparams = run_hparams(self.cfg, self.overrides)
+        except OSError as exc:
+            raise ckpt.storage_error(self.run_dir / "events.out.tfevents.*", exc, "TensorBoard events") from None
+        return tb
 
     def _interrupted(self, stop: StopSignals) -> dict[str, Any]:
         """After a stop signal: checkpoint (unless this step has one), mark summary.json, raise."""
@@ -626,15 +629,22 @@ class Trainer:
 
     def _log(self, tb: TensorBoardLogger, means: dict[str, float], entropy: float | None) -> None:
         """Write the scalars: loss and gradient-norm means since the last write, the rest as of now."""
+        scalars = {
+            "train/explained_variance": self.learner.explained_variance(),
+            "grad/log_variance": self.learner.grad_variance.log_variance(),
+            **self.learner.estimator_metrics,
+        }
+        if hasattr(self.policy, "log_std"):
+            scalars["train/std"] = self.policy.log_std.exp().mean().item()
+        self.log_scalars(tb, means, entropy, scalars)
+
+    def log_scalars(self, tb: TensorBoardLogger, means: dict[str, float], entropy: float | None, learner: dict) -> None:
+        """Write ``means`` (since the last write), the learner's scalars and the run's counters, as of now."""
         scalars = dict(means)
         if entropy is not None:
             scalars["train/entropy"] = entropy
-        scalars["train/explained_variance"] = self.learner.explained_variance()
-        scalars["grad/log_variance"] = self.learner.grad_variance.log_variance()
         scalars["train/learning_rate"] = self.learner.learning_rate
-        if hasattr(self.policy, "log_std"):
-            scalars["train/std"] = self.policy.log_std.exp().mean().item()
-        scalars.update(self.learner.estimator_metrics)
+        scalars.update(learner)
         if self.recent_returns:
             scalars["rollout/ep_rew_mean"] = self.mean_return()
             scalars["rollout/ep_len_mean"] = sum(self.recent_lengths) / len(self.recent_lengths)

@@ -29,7 +29,8 @@ VARIANCE_FLOOR = 1e-30
 class OnlineGradientVariance:
     """Per-parameter EMA estimate of Var(g) along training."""
 
-    def __init__(self, size: int, decay: float = 0.99, device: torch.device | str = "cpu"):
+    def __init__(self, size: int | tuple[int, ...], decay: float = 0.99, device: torch.device | str = "cpu"):
+        """``size``: the number of parameters P, or (S, P) for S seeds (one variance per seed)."""
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
         self.decay = decay
@@ -42,13 +43,14 @@ class OnlineGradientVariance:
         self.mean_sq.mul_(self.decay).addcmul_(g, g, value=1.0 - self.decay)
         self.count += 1
 
-    def log_variance(self) -> float:
-        """Mean over parameters of log(E[g^2] - E[g]^2); nan before two updates."""
+    def log_variance(self) -> float | list[float]:
+        """Mean over parameters of log(E[g^2] - E[g]^2); nan before two updates (one per seed for (S, P))."""
         if self.count < 2:
-            return math.nan
+            return math.nan if self.mean.dim() == 1 else [math.nan] * self.mean.shape[0]
         correction = 1.0 - self.decay**self.count
         var = self.mean_sq / correction - (self.mean / correction).square()
-        return torch.log(var.clamp_min(VARIANCE_FLOOR)).mean().item()
+        log_var = torch.log(var.clamp_min(VARIANCE_FLOOR)).mean(-1)
+        return log_var.item() if log_var.dim() == 0 else log_var.tolist()
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "mean_sq": self.mean_sq, "count": self.count}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +38,11 @@ from rl_relax.networks import Policy
 @dataclass
 class RolloutBatch:
     """One rollout of T steps in N envs, the policy evaluated under grad.
+
+    For S seeds trained together (:mod:`rl_relax.seed_group`) every tensor below gains a leading
+    seed dimension (S, B, ...), the networks are seed-stacked, and :meth:`mean` (so every
+    surrogate) returns one value per seed, (S,): write estimators with ``dim=-1`` / ``dim=-2``
+    for the per-step and row dimensions and they work both ways.
 
     Every per-step tensor is stored *time-major and flat*: B = T * N rows, row t * N + i is step t of
     env i. Estimators that treat steps independently use the tensors as they are; estimators that look
@@ -69,11 +75,17 @@ class RolloutBatch:
 
     @property
     def num_steps(self) -> int:
-        return self.valid.shape[0] // self.num_envs
+        return self.valid.shape[-1] // self.num_envs
+
+    @property
+    def seed_shape(self) -> tuple[int, ...]:
+        """() for one agent; (S,) for S seeds trained together, whose per-step tensors are (S, B, ...)."""
+        return tuple(self.valid.shape[:-1])
 
     def by_time(self, x: torch.Tensor) -> torch.Tensor:
-        """A per-step tensor (B, ...) viewed in the rollout's time layout (T, N, ...)."""
-        return x.view(self.num_steps, self.num_envs, *x.shape[1:])
+        """A per-step tensor (B, ...) viewed in the rollout's time layout (T, N, ...) (seeds: (S, T, N, ...))."""
+        lead = self.valid.dim()
+        return x.view(*x.shape[: lead - 1], self.num_steps, self.num_envs, *x.shape[lead:])
 
     def mean(self, per_step: torch.Tensor) -> torch.Tensor:
         """(1 / (T N)) * sum_t valid_t * x_t for a per-step (B,) tensor: the batch average, constant normaliser.
@@ -85,7 +97,9 @@ class RolloutBatch:
         normaliser every estimator has the same expectation, whatever V and c_phi are. (Reset slots
         still count in the normaliser; that only rescales the step, as a learning rate would.)
         """
-        return torch.dot(per_step, self.step_weights)
+        if per_step.dim() == 1:
+            return torch.dot(per_step, self.step_weights)
+        return (per_step * self.step_weights).sum(-1)  # seeds stacked: one mean per seed, (S,)
 
     def reevaluated(self) -> RolloutBatch:
         """The same batch with a fresh policy forward pass (a new graph from theta to dist_params)."""
@@ -115,8 +129,17 @@ class Estimator(nn.Module):
         """Extra per-step noise to store, given the sampled actions (e.g. RELAX's v), from ``rng``."""
         return {}
 
+    #: Parameters that meet per-state tensors by broadcasting (see :mod:`rl_relax.seed_stack`).
+    seed_broadcast: ClassVar[dict[str, int]] = {}
+    #: None for one agent; S when stacked over S seeds (:func:`rl_relax.seed_stack.stack_modules`).
+    num_seeds: int | None = None
+
+    def scalar(self, value: torch.Tensor) -> float | list[float]:
+        """A logged scalar: a float, or one float per seed when stacked over seeds."""
+        return value.item() if self.num_seeds is None else value.reshape(self.num_seeds, -1)[:, 0].tolist()
+
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        """S(theta) with grad_theta S = g_hat."""
+        """S(theta) with grad_theta S = g_hat (one per seed, (S,), when stacked over seeds)."""
         raise NotImplementedError
 
     def estimate(self, batch: RolloutBatch) -> torch.Tensor:
@@ -133,7 +156,8 @@ class Estimator(nn.Module):
         """Train what the estimator learns, once per update, after :meth:`estimate`.
 
         ``g_hat`` is the gradient of the surrogate :meth:`estimate` returned, flat over
-        ``batch.theta``, computed before theta moves. Returns scalars to log (e.g. ``cv/loss``).
+        ``batch.theta`` ((S, P) when stacked over seeds), computed before theta moves. Returns
+        scalars to log (e.g. ``cv/loss``), one per seed (a list) when stacked.
         """
         return {}
 

@@ -20,4 +20,4 @@ class BaselineEstimator(Estimator):
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
         # The step weights multiply the constant advantages, not the graph: S = sum_t log pi_t (w_t A_t).
-        return surrogates.score_function(batch.log_prob, batch.advantages * batch.step_weights).sum()
+        return surrogates.score_function(batch.log_prob, batch.advantages * batch.step_weights).sum(-1)

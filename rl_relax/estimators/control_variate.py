@@ -124,8 +124,13 @@ class ControlVariateEstimator(Estimator):
         """Create phi's optimizer on first use, once the parameters sit on their final device."""
         if self.cv_optimizer is None:
             self._phi = [p for p in self.parameters() if p.requires_grad]
-            self._flat_phi = FlatParameters(self._phi)
+            self._flat_phi = FlatParameters(self._phi, num_seeds=self.num_seeds)
             self.cv_optimizer = make_adam([self._flat_phi.data], lr=self.cv_lr, betas=self.cv_adam_betas)
+
+    def after_stacking(self) -> None:
+        """Called by :func:`rl_relax.seed_stack.stack_modules`: phi's optimizer on the stacked parameters."""
+        self.cv_optimizer, self.fast_gradient = None, None
+        self._ensure_optimizer()
 
     def phi_parameters(self) -> list[nn.Parameter]:
         """phi: every trainable parameter of the estimator (network, temperature, ...)."""
@@ -138,14 +143,19 @@ class ControlVariateEstimator(Estimator):
         self._ensure_optimizer()
         return self._flat_phi.grad
 
-    def step_control_variate(self, phi_grads: Sequence[torch.Tensor | None], objective: float) -> None:
-        """One optimizer step of phi on the given gradients (None = no dependence), if they are finite."""
+    def step_control_variate(self, phi_grads: Sequence[torch.Tensor | None], objective: float | list[float]) -> None:
+        """One optimizer step of phi on the given gradients (None = no dependence), if they are finite.
+
+        Stacked over seeds, a seed whose objective or gradient is not finite gets a zero gradient
+        instead (the others step); the learner stops that seed, seeing its non-finite ``cv/loss``.
+        """
         self._ensure_optimizer()
-        views = [
-            torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
-            for p, g in zip(self._phi, phi_grads, strict=True)
-        ]
-        grad = torch.cat(views, out=self._flat_phi.grad)
+        grad = self._flat_phi.set_grad(phi_grads)
+        if self.num_seeds is not None:
+            finite = torch.isfinite(grad).all(-1) & torch.isfinite(torch.tensor(objective, device=grad.device))
+            grad.masked_fill_(~finite.unsqueeze(-1), 0.0)
+            self.cv_optimizer.step()
+            return
         # Checked before the step, so that phi (and the checkpoints) never hold what a blow-up made.
         if not (math.isfinite(objective) and math.isfinite(grad.sum().item())):
             raise TrainingDivergedError(
@@ -163,7 +173,7 @@ class ControlVariateEstimator(Estimator):
         learner gets <dist_params, h> + <d, h_d> (h fixed): the same gradient in theta, and the
         learner's one backward pass through the policy network then yields g_hat for :meth:`learn`.
         """
-        surrogate = self.surrogate(batch)
+        surrogate = self.surrogate(batch)  # (S,) when stacked over seeds
         if self.fast_gradient is None:
             self.fast_gradient = not reaches_other_than_through(surrogate, batch.theta_net, batch.dist_params)
             if not self.fast_gradient:
@@ -177,10 +187,15 @@ class ControlVariateEstimator(Estimator):
             return surrogate
         h_p, h_direct = self._output_gradients(surrogate, batch)
         self._pending = (batch, h_p, h_direct)
-        linearised = torch.dot(batch.dist_params.reshape(-1), h_p.detach().reshape(-1))
+        if self.num_seeds is None:
+            linearised = torch.dot(batch.dist_params.reshape(-1), h_p.detach().reshape(-1))
+            for d, h in zip(batch.theta_direct, h_direct, strict=True):
+                linearised = linearised + torch.dot(d.reshape(-1), h.detach().reshape(-1))
+            return linearised
+        per_seed = (batch.dist_params * h_p.detach()).reshape(self.num_seeds, -1).sum(-1)
         for d, h in zip(batch.theta_direct, h_direct, strict=True):
-            linearised = linearised + torch.dot(d.reshape(-1), h.detach().reshape(-1))
-        return linearised
+            per_seed = per_seed + (d * h.detach()).reshape(self.num_seeds, -1).sum(-1)
+        return per_seed
 
     def learn(self, g_hat: torch.Tensor) -> dict[str, float]:
         """``cv_steps`` phi steps on the variance objective, the first at the phi that gave ``g_hat``."""
@@ -207,8 +222,9 @@ class ControlVariateEstimator(Estimator):
 
     def _output_gradients(self, surrogate: torch.Tensor, batch: RolloutBatch):
         """h = dS/d(dist_params) and h_d = dS/d(direct parameters), differentiable in phi."""
+        total = surrogate if surrogate.dim() == 0 else surrogate.sum()  # seeds: their sum has each seed's gradient
         h_p, *h_direct = torch.autograd.grad(
-            surrogate, [batch.dist_params, *batch.theta_direct], create_graph=True, allow_unused=True
+            total, [batch.dist_params, *batch.theta_direct], create_graph=True, allow_unused=True
         )
         h_direct = [torch.zeros_like(d) if h is None else h for h, d in zip(h_direct, batch.theta_direct, strict=True)]
         return h_p, h_direct
@@ -217,30 +233,41 @@ class ControlVariateEstimator(Estimator):
         """d objective / d phi and the objective's value by the vjp/jvp computation (module docstring)."""
         h_p, h_direct = self._output_gradients(self.surrogate(batch), batch)
         g_net = torch.autograd.grad(batch.dist_params, batch.theta_net, h_p.detach(), retain_graph=True)
-        g_hat = torch.cat([*(x.reshape(-1) for x in g_net), *(h.detach().reshape(-1) for h in h_direct)])
+        lead = () if self.num_seeds is None else (self.num_seeds,)
+        g_hat = torch.cat(
+            [*(x.reshape(*lead, -1) for x in g_net), *(h.detach().reshape(*lead, -1) for h in h_direct)], dim=-1
+        )
         return self._fast_phi_gradient(batch, g_hat, h_p, h_direct)
 
     def _fast_phi_gradient(self, batch: RolloutBatch, g_hat: torch.Tensor, h_p, h_direct):
         if self.cv_objective == "variance":
-            sizes = [p.numel() for p in batch.theta_net]
-            chunks = g_hat[: sum(sizes)].split(sizes)
-            tangents = [chunk.view_as(p) for chunk, p in zip(chunks, batch.theta_net, strict=True)]
+            sizes = [p[0].numel() if self.num_seeds is not None else p.numel() for p in batch.theta_net]
+            chunks = g_hat[..., : sum(sizes)].split(sizes, dim=-1)
+            tangents = [chunk.reshape(p.shape) for chunk, p in zip(chunks, batch.theta_net, strict=True)]
             jg = batch.policy.net.jvp(batch.obs, tangents).view_as(h_p)
             outputs = [h_p, *h_direct]
             directions = [2.0 * jg, *(2.0 * h.detach() for h in h_direct)]
-            objective = g_hat.square().sum().item()
+            objective = self._per_seed_square_sum([g_hat])
         else:
             outputs, directions = [h_p], [2.0 * h_p.detach()]
-            objective = h_p.detach().square().sum().item()
+            objective = self._per_seed_square_sum([h_p.detach()])
         phi_grads = torch.autograd.grad(outputs, self.phi_parameters(), directions, allow_unused=True)
         return list(phi_grads), objective
 
     def reference_phi_gradient(self, batch: RolloutBatch) -> tuple[list[torch.Tensor | None], float]:
         """The same by plain double backprop: the reference the fast computation is tested against."""
         params = batch.theta if self.cv_objective == "variance" else [batch.dist_params]
-        loss, _ = surrogates.variance_loss(self.surrogate(batch), params)
+        surrogate = self.surrogate(batch)
+        loss, grads = surrogates.variance_loss(surrogate if surrogate.dim() == 0 else surrogate.sum(), params)
         phi_grads = torch.autograd.grad(loss, self.phi_parameters(), allow_unused=True)
-        return list(phi_grads), loss.item()
+        return list(phi_grads), loss.item() if self.num_seeds is None else self._per_seed_square_sum(grads)
+
+    def _per_seed_square_sum(self, tensors: Sequence[torch.Tensor]) -> float | list[float]:
+        """sum of squares of ``tensors``: a float, or one per seed when stacked over seeds."""
+        if self.num_seeds is None:
+            (only,) = tensors
+            return only.square().sum().item()
+        return sum(t.reshape(self.num_seeds, -1).square().sum(-1) for t in tensors).tolist()
 
     # ------------------------------------------------------------------------------- checkpoints
     def extra_state(self) -> dict:

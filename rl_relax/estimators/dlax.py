@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -40,6 +42,8 @@ class DlaxEstimator(ControlVariateEstimator):
     """
 
     noise_keys = ("u",)
+    # Stacked over seeds the temperature is (S, 1, 1), against z's (S, B, K).
+    seed_broadcast: ClassVar[dict[str, int]] = {"log_temperature": 2}
 
     def __init__(self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,13 +67,12 @@ class DlaxEstimator(ControlVariateEstimator):
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
         logits, obs = batch.dist_params, batch.obs
         z = relaxed_categorical(logits, batch.noise["u"])
-        n = z.shape[0]
         # One forward of c for the pathwise c(z) and the score weight c(z) with theta's path cut.
-        c = self.relaxed_cv(obs.repeat(2, 1), torch.cat([z, z.detach()]))
-        c_z, c_z_fixed = c[:n], c[n:]
+        c = self.relaxed_cv(torch.cat([obs, obs], -2), torch.cat([z, z.detach()], -2))
+        c_z, c_z_fixed = c.split(z.shape[-2], dim=-1)
         log_prob, advantages = batch.log_prob, batch.advantages
         per_step = log_prob * advantages - gumbel_log_density(logits, z.detach()) * c_z_fixed + c_z
         return batch.mean(per_step)
 
     def control_variate_metrics(self) -> dict[str, float]:
-        return {"cv/temperature": self.log_temperature.exp().item()}
+        return {"cv/temperature": self.scalar(self.log_temperature.exp())}

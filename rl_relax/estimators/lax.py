@@ -43,7 +43,6 @@ class LaxEstimator(ControlVariateEstimator):
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
         means, obs = batch.dist_params, batch.obs
         actions = gaussian_reparam(means, batch.policy.log_std, batch.noise["eps"])
-        n = actions.shape[0]
-        c = self.cv(obs.repeat(2, 1), torch.cat([actions, actions.detach()]))
-        c_action, c_action_fixed = c[:n], c[n:]
+        c = self.cv(torch.cat([obs, obs], -2), torch.cat([actions, actions.detach()], -2))
+        c_action, c_action_fixed = c.split(actions.shape[-2], dim=-1)
         return batch.mean(surrogates.lax(batch.log_prob, batch.advantages, c_action, c_action_fixed))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ class RelaxEstimator(ControlVariateEstimator):
     """
 
     noise_keys = ("u",)
+    # Stacked over seeds the temperature is (S, 1, 1), against z's (S, B, K).
+    seed_broadcast: ClassVar[dict[str, int]] = {"log_temperature": 2}
     #: z~ ~ p(z | a, theta); a class attribute so that tests can swap in a deliberately biased sampler.
     conditional_sampler = staticmethod(conditional_gumbel)
 
@@ -67,11 +71,10 @@ class RelaxEstimator(ControlVariateEstimator):
         logits, obs = batch.dist_params, batch.obs
         z = relaxed_categorical(logits, batch.noise["u"])
         z_tilde = self.conditional_sampler(logits, batch.actions, batch.noise["v"])
-        n = z.shape[0]
-        # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut.
-        c = self.relaxed_cv(obs.repeat(3, 1), torch.cat([z, z_tilde, z_tilde.detach()]))
-        c_z, c_z_tilde, c_z_tilde_fixed = c[:n], c[n : 2 * n], c[2 * n :]
+        # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut (rows: dim -2).
+        c = self.relaxed_cv(torch.cat([obs, obs, obs], -2), torch.cat([z, z_tilde, z_tilde.detach()], -2))
+        c_z, c_z_tilde, c_z_tilde_fixed = c.split(z.shape[-2], dim=-1)
         return batch.mean(surrogates.relax(batch.log_prob, batch.advantages, c_z, c_z_tilde, c_z_tilde_fixed))
 
     def control_variate_metrics(self) -> dict[str, float]:
-        return {"cv/temperature": self.log_temperature.exp().item()}
+        return {"cv/temperature": self.scalar(self.log_temperature.exp())}
