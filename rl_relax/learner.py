@@ -102,8 +102,9 @@ class A2CLearner:
         self._minus_one = torch.full(seeds, -1.0, device=device)
         self._vf_coef = torch.full(seeds, self.vf_coef, device=device)
         self._minus_ent_coef = torch.full(seeds, -self.ent_coef, device=device)
-        #: Seed-stacked: which seeds still train (the trainer stops solved or diverged ones).
+        #: Seed-stacked: which seeds still train (the trainer stops solved or diverged ones, :meth:`stop_seed`).
         self.active = torch.ones(seeds, dtype=torch.bool, device=device)
+        self._all_active = True
         #: Scalars the estimator reported with its last estimate (logged as they are).
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
@@ -186,8 +187,9 @@ class A2CLearner:
             for k, norm in enumerate(grad_norm)
         ]
         # Non-finite or stopped seeds do not move (their gradients may be nan: masked, not multiplied).
-        keep = self.active & torch.tensor(finite, device=self.active.device)
-        self.flat.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
+        if not all(finite) or not self._all_active:
+            keep = self.active & torch.tensor(finite, device=self.active.device)
+            self.flat.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
         self.optimizer.step()
         if diagnostics:
             self._last = (targets.returns_np, targets.values_np[:, :-1], buf.valid_np.copy())
@@ -195,6 +197,11 @@ class A2CLearner:
             (-surrogate).tolist(), value_loss.tolist(), grad_norm, pg_norm,
             None if entropy is None else entropy.tolist(), finite,
         )  # fmt: skip
+
+    def stop_seed(self, seed: int) -> None:
+        """Seed-stacked: seed ``seed``'s parameters stop moving from the next update on."""
+        self.active[seed] = False
+        self._all_active = False
 
     def value_loss(self, targets: Targets) -> torch.Tensor:
         """L_V = (1/(T N)) sum_t (R_t - V(s_t))^2 over all slots (one per seed when seed-stacked)."""

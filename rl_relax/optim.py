@@ -34,6 +34,9 @@ class RMSpropTFLike:
             raise ValueError(f"invalid RMSprop settings lr={lr}, alpha={alpha}, eps={eps}")
         self.param_groups = [{"params": list(params), "lr": lr, "alpha": alpha, "eps": eps}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+        # sqrt(v + eps) is written into a kept buffer: a fresh allocation per step costs more than the
+        # arithmetic once the parameters (e.g. many seeds' stacked) pass malloc's small-block size.
+        self._denominators: dict[torch.Tensor, torch.Tensor] = {}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -47,7 +50,11 @@ class RMSpropTFLike:
                     state["square_avg"] = torch.ones_like(p)
                 square_avg = state["square_avg"]
                 square_avg.mul_(alpha).addcmul_(p.grad, p.grad, value=1.0 - alpha)
-                p.addcdiv_(p.grad, square_avg.add(group["eps"]).sqrt_(), value=-group["lr"])
+                denominator = self._denominators.get(p)
+                if denominator is None:
+                    denominator = self._denominators[p] = torch.empty_like(p)
+                torch.add(square_avg, group["eps"], out=denominator).sqrt_()
+                p.addcdiv_(p.grad, denominator, value=-group["lr"])
 
     def zero_grad(self) -> None:
         for group in self.param_groups:

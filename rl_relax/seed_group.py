@@ -371,7 +371,9 @@ class SeedGroupTrainer:
         for k, t in enumerate(self.trainers):
             if t.stop_requested():  # solved before the interruption: it stays stopped
                 self.active[k] = False
-        self.learner.active[:] = torch.tensor(self.active)
+        for k, active in enumerate(self.active):
+            if not active:
+                self.learner.stop_seed(k)
         self.collector.start(self.env.reset(self.seeds, first.global_step))
         loggers = [t.open_tensorboard(resumed=latest[k] is not None) for k, t in enumerate(self.trainers)]
         try:
@@ -419,7 +421,7 @@ class SeedGroupTrainer:
 
     def _stop_seed(self, k: int, reason: str) -> None:
         self.active[k] = False
-        self.learner.active[k] = False
+        self.learner.stop_seed(k)
         if reason == "diverged":
             self.diverged.append(k)
             t = self.trainers[k]
@@ -513,7 +515,7 @@ class SeedGroupTrainer:
                     next_ckpt = (global_step // ckpt_interval + 1) * ckpt_interval
                 for k in solved_now:
                     self.active[k] = False
-                    self.learner.active[k] = False
+                    self.learner.stop_seed(k)
                     log.info("seed %d solved: stopped (stop_when_solved=true); the others go on", self.seeds[k])
                 progress.update(global_step, self._fps(), _mean([t.mean_return() for t in trainers]))
             progress.update(global_step, self._fps(), _mean([t.mean_return() for t in trainers]), force=True)

@@ -219,7 +219,7 @@ class Trainer:
         return {
             "format_version": ckpt.FORMAT_VERSION,
             "meta": self.meta,
-            "config_yaml": OmegaConf.to_yaml(self.cfg, resolve=True),
+            "config_yaml": self._config_yaml(),
             "policy": self.policy.state_dict(),
             "value": self.value.state_dict(),
             "estimator": self.estimator.state_dict(),
@@ -243,6 +243,12 @@ class Trainer:
                 "log_ratio_count": self.log_ratio_count,
             },
         }
+
+    def _config_yaml(self) -> str:
+        """The resolved config as YAML, rendered once (it does not change during a run; ~7 ms per rendering)."""
+        if getattr(self, "_config_yaml_text", None) is None:
+            self._config_yaml_text = OmegaConf.to_yaml(self.cfg, resolve=True)
+        return self._config_yaml_text
 
     def restore(self, payload: dict[str, Any], path: Path) -> None:
         ckpt.check_compatible(payload, self.meta, path)

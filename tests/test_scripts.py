@@ -17,15 +17,17 @@ from scripts import output_dir
 ROOT = Path(__file__).resolve().parents[1]
 # What these scripts would write when updating the committed results (other results/ files are not theirs).
 COMMITTED = ["results/toy/*", "results/learning_*", "results/throughput.*", "results/paper_table.*", "results/paper/*",
-             "results/search/*", "configs/experiment/*"]  # fmt: skip
+             "results/search/*", "results/seeds.*", "configs/experiment/*"]  # fmt: skip
 # The cheapest invocation of each script (they all check where they will write before any work).
 SCRIPTS = {
     "toy_problem": ["--steps", "1"],
     "check_learning": ["--env", "CartPole", "--seeds", "0"],
     "bench_throughput": ["--runs", "1", "--scale", "0.01"],
+    "bench_seeds": ["--runs", "1", "--scale", "0.01", "--envs", "CartPole", "--seeds", "1", "--threads", "1",
+                    "--profile-seeds"],
     "paper_table": ["--tabulate-only"],
     "search_hparams": ["--env", "CartPole", "--estimator", "relax", "--select-only"],
-}
+}  # fmt: skip
 
 
 def committed_digests() -> dict[Path, str]:
