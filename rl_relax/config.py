@@ -330,8 +330,17 @@ def _keyword_names(cls: type) -> set[str] | None:
     return None
 
 
-def resolve_device(requested: str) -> tuple[torch.device, str]:
-    """The torch device for networks and updates, and a sentence explaining the choice."""
+#: ``device=auto`` picks a GPU for groups of at least this many seeds (README "Many seeds in one process").
+GPU_MIN_SEEDS = 32
+
+
+def resolve_device(requested: str, num_seeds: int = 1) -> tuple[torch.device, str]:
+    """The torch device for networks and updates, and a sentence explaining the choice.
+
+    ``auto`` picks the CPU for one agent (an A2C update on small MLPs is a few hundred tiny kernels,
+    latency-bound), and a GPU for a group of at least :data:`GPU_MIN_SEEDS` seeds, whose batched
+    update does enough arithmetic per kernel to gain from it.
+    """
     if requested == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
@@ -341,6 +350,11 @@ def resolve_device(requested: str) -> tuple[torch.device, str]:
     if requested == "cpu":
         return torch.device("cpu"), "device=cpu as requested"
     why = "an A2C update on small MLPs is latency-bound, so a GPU does not speed it up; use device=cuda to override"
+    if num_seeds > 1:
+        why = (f"a group of {num_seeds} seeds is below {GPU_MIN_SEEDS}, where a GPU starts to pay off; "
+               "use device=cuda to override")  # fmt: skip
     if not torch.cuda.is_available():
         why = "no CUDA GPU is available"
+    elif num_seeds >= GPU_MIN_SEEDS:
+        return torch.device("cuda"), f"device=auto chose cuda: a group of {num_seeds} seeds (>= {GPU_MIN_SEEDS})"
     return torch.device("cpu"), f"device=auto chose cpu: {why}"

@@ -45,7 +45,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rl_relax import checkpoint as ckpt
-from rl_relax.config import validate
+from rl_relax.config import resolve_device, validate
 from rl_relax.envs import VectorEnvHandle, make_vector_env, resolve_spec, seed_vector_env
 from rl_relax.errors import CheckpointError, ConfigError, TrainingDivergedError, TrainingInterrupted
 from rl_relax.learner import A2CLearner
@@ -226,6 +226,8 @@ class SeedGroupTrainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.seeds = group_seeds(cfg)
         num_seeds = len(self.seeds)
+        self.device, device_reason = resolve_device(cfg.device, num_seeds)
+        log.info("%s", device_reason)
         self.trainers: list[Trainer] = []
         try:
             for seed in self.seeds:  # each seeds everything and builds its modules exactly as a single run
@@ -234,10 +236,9 @@ class SeedGroupTrainer:
                     seed_cfg.seed, seed_cfg.num_seeds = seed, 1
                 seed_overrides = [o for o in (overrides or []) if not o.startswith(("seed=", "num_seeds="))]
                 seed_overrides = [*seed_overrides, f"seed={seed}"]
-                self.trainers.append(Trainer(seed_cfg, seed_run_dir(self.run_dir, seed), seed_overrides))
+                self.trainers.append(Trainer(seed_cfg, seed_run_dir(self.run_dir, seed), seed_overrides, self.device))
                 write_run_config(seed_run_dir(self.run_dir, seed), seed_cfg, seed_overrides)
             first = self.trainers[0]
-            self.device = first.device
             self.policy = stack_modules([t.policy for t in self.trainers])
             self.value = stack_modules([t.value for t in self.trainers])
             self.estimator = stack_modules([t.estimator for t in self.trainers])
@@ -350,9 +351,7 @@ class SeedGroupTrainer:
                         f"and seed {self.seeds[k]} has no checkpoint at step {target}. Fix: resume the seeds as single "
                         "runs (num_seeds=1, seed=<k>, hydra.run.dir=<group dir>/seed<k>), or start a new group."
                     )
-                fresh = Trainer(t.cfg, t.run_dir, t.overrides)  # counters at zero, then this checkpoint's
-                fresh.env.close()
-                t.recent_returns.clear()
+                t.recent_returns.clear()  # restore() sets every counter and extends these two
                 t.recent_lengths.clear()
                 t.restore(ckpt.load_checkpoint(path, map_location=self.device), path)
                 latest[k] = path

@@ -143,7 +143,9 @@ class Trainer:
     Python API passes its own): they become the run's TensorBoard hparams.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None):
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, device: torch.device | None = None
+    ):
         validate(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.overrides = list(overrides or [])
@@ -151,8 +153,11 @@ class Trainer:
         torch.set_num_threads(int(cfg.torch_threads))
         if cfg.torch_deterministic:
             torch.use_deterministic_algorithms(True)
-        self.device, device_reason = resolve_device(cfg.device)
-        log.info("%s", device_reason)
+        if device is None:  # a seed group resolves its device once, for all its seeds
+            self.device, device_reason = resolve_device(cfg.device)
+            log.info("%s", device_reason)
+        else:
+            self.device = device
         seed_everything(int(cfg.seed))
 
         self.env = make_vector_env(cfg.env, reward_gamma=float(cfg.learner.gamma))

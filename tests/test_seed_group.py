@@ -178,3 +178,28 @@ def test_native_vector_envs_are_shared_only_without_normalisation():
     assert not SeedGroupEnv.can_share(compose_config("env=CartPole", "env.normalize_observation=true").env)
     assert not SeedGroupEnv.can_share(compose_config("env=CartPole", "env.vectorization=sync").env)
     assert not SeedGroupEnv.can_share(compose_config("env=Pendulum").env)
+
+
+def test_device_auto_picks_a_gpu_only_for_large_groups(monkeypatch):
+    from rl_relax.config import GPU_MIN_SEEDS, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", GPU_MIN_SEEDS)[0].type == "cuda"
+    device, why = resolve_device("auto", 8)
+    assert device.type == "cpu" and "below" in why
+    assert resolve_device("auto")[0].type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", 4 * GPU_MIN_SEEDS)[0].type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_group_on_the_gpu_follows_the_cpu_group(tmp_path):
+    """device=cuda: the batched update on the GPU, environments on the CPU; the same run up to float rounding."""
+    overrides = ["env=CartPole", "estimator=relax", "seed=0", "num_seeds=4", *SHORT]
+    train(compose_config(*overrides, "device=cuda"), tmp_path / "gpu")
+    train(compose_config(*overrides, "device=cpu"), tmp_path / "cpu")
+    for seed in range(4):
+        a, b = newest(tmp_path / "gpu" / f"seed{seed}"), newest(tmp_path / "cpu" / f"seed{seed}")
+        assert a["counters"]["global_step"] == b["counters"]["global_step"] == 1200
+        for name, value in a["policy"].items():
+            torch.testing.assert_close(value, b["policy"][name], atol=1e-3, rtol=1e-3)
