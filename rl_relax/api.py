@@ -148,7 +148,8 @@ def train_agent(
 
     Returns:
         :class:`TrainResult`: ``summary`` (``summary.json``: final return, episodes to solve, ...),
-        ``run_dir`` and the ``config``.
+        ``run_dir`` and the ``config``. With ``num_seeds=S`` the summary is ``{"num_seeds": S, "runs":
+        [...]}``, each seed's ``summary.json`` from ``run_dir/seed<k>``.
 
     Raises:
         rl_relax.errors.RlRelaxError: bad settings (unknown key or option, invalid value), a corrupt

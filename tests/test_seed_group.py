@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,3 +204,16 @@ def test_a_group_on_the_gpu_follows_the_cpu_group(tmp_path):
         assert a["counters"]["global_step"] == b["counters"]["global_step"] == 1200
         for name, value in a["policy"].items():
             torch.testing.assert_close(value, b["policy"][name], atol=1e-3, rtol=1e-3)
+
+
+def test_a_shared_native_env_gives_every_seed_its_own_initial_states(tmp_path):
+    """CartPole's S N sub-envs in one vector env: seeds get distinct initial states from the env's U(-0.05, 0.05)."""
+    group = SeedGroupTrainer(compose_config("env=CartPole", "seed=0", "num_seeds=4"), tmp_path / "g")
+    try:
+        assert group.env.shared
+        obs = group.env.reset(group.seeds, 0)
+        assert obs.shape == (4, 8, 4) and np.all(np.abs(obs) <= 0.05)
+        blocks = {tuple(np.round(obs[k].ravel(), 6)) for k in range(4)}
+        assert len(blocks) == 4  # no two seeds share a stream of initial states
+    finally:
+        group.close()
