@@ -129,3 +129,25 @@ def test_policy_kind_follows_the_action_space():
     assert isinstance(make_policy(CFG, box, gym.spaces.Box(-1, 1, (1,))), GaussianPolicy)
     with pytest.raises(ConfigError, match="activation"):
         MLP(3, [8], 1, activation="swish")
+
+
+def test_numpy_tanh_matches_torch_tanh_to_second_order():
+    """Large CPU tanh goes through NumPy (a speed-up on our machines); value, gradient and the gradient's
+    gradient (which the control variate's reference computation needs) must equal torch.tanh's."""
+    from rl_relax.networks import NUMPY_TANH_MIN_ELEMENTS, tanh
+
+    torch.manual_seed(0)
+    x = torch.randn(NUMPY_TANH_MIN_ELEMENTS + 7, requires_grad=True)
+    ours = tanh(x)
+    assert ours.grad_fn is not None and "NumpyTanh" in type(ours.grad_fn).__name__  # the NumPy path is taken
+    reference_x = x.detach().clone().requires_grad_()
+    reference = torch.tanh(reference_x)
+    weight = torch.randn_like(x)
+    (g,) = torch.autograd.grad(ours, x, weight, create_graph=True)
+    (g_ref,) = torch.autograd.grad(reference, reference_x, weight, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), x)
+    (gg_ref,) = torch.autograd.grad(g_ref.square().sum(), reference_x)
+    torch.testing.assert_close(ours, reference, atol=2e-7, rtol=0)
+    torch.testing.assert_close(g, g_ref, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(gg, gg_ref, atol=2e-5, rtol=1e-4)
+    assert tanh(torch.randn(8)).grad_fn is None  # small tensors: torch.tanh itself
