@@ -1,0 +1,354 @@
+"""Do RELAX/LAX and the variance levers help, and where? An equal-budget search, then 10 seeds per row.
+
+    python scripts/levers.py --env CartPole                         # search every row, report, tabulate
+    python scripts/levers.py --env CartPole --rows baseline relax   # some rows
+    python scripts/levers.py --env CartPole --tabulate-only         # rebuild the table from the runs
+    python scripts/levers.py --env CartPole --tabulate-only --update-committed   # into results/levers*
+
+Protocol: the paper's (``experiment=paper_<env>``: env version, solved criterion, step budget), every
+run to the full budget (no early stop, so that a run that solves and then collapses is seen).
+
+Rows (``ROWS``): our A2C (``baseline``) and the env's control-variate estimator (``relax`` / ``lax``),
+each alone and with each variance lever of README "Variance levers" alone and combined.
+
+Search, the same for every row: the 9 configurations of ``GRID`` (the policy's learning rate crossed
+with the control variate's, or for baseline with the entropy bonus), each run on the selection seeds
+100-102 (one ``num_seeds=3`` process), disjoint from the reported seeds 0-9. **Selection criterion**: the
+mean over the selection seeds of the area under the return curve, the 100-episode mean return averaged
+over the whole step budget and divided by the solved threshold. It rewards solving early *and* staying
+solved: a run that solves and collapses loses the area after the collapse, which "episodes to solve"
+alone (the previous search's rule) never saw.
+
+Report: the selected configuration on seeds 0-9 (one ``num_seeds=10`` process), with the sampled
+same-policy variance ratio to the baseline estimator (``variance.interval_steps``) and the variance
+anatomy at mid-training (``variance.anatomy_interval_steps`` = half the budget). The table gives solved
+seeds, episodes and steps to solve, final return, the area, the variance ratio and the anatomy's shares,
+and for every row the difference to the tuned baseline row with a 95% bootstrap confidence interval (area and
+final return; episodes to solve with an unsolved seed counted as the episodes it ran plus one window).
+
+Runs live in ``runs/levers/<env>/<row>/{search/<config>,report}``; a finished group is skipped and an
+interrupted one resumes from its checkpoints (the product's own resume), so the script can be re-run
+after an interruption. Output: ``levers_<env>.{md,csv}`` and ``levers_<env>.png`` in a new
+``outputs/levers/<date_time>/``, ``--out DIR``, or with ``--update-committed`` in ``results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import itertools
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rl_relax.summarize import read_scalars  # noqa: E402
+from scripts import output_dir  # noqa: E402
+
+COMMITTED = ROOT / "results"
+RUNS = ROOT / "runs" / "levers"
+SELECTION_SEED, SELECTION_COUNT = 100, 3
+REPORT_SEED, REPORT_COUNT = 0, 10
+CV_ESTIMATOR = {"CartPole": "relax", "LunarLander": "relax", "InvertedPendulum": "lax"}
+
+# Variance levers (README "Variance levers"): name -> overrides. Those of the control variate apply only
+# to the control-variate estimator's rows.
+VALUE_LEVERS: dict[str, list[str]] = {
+    "time-input V": ["value.time_input=true"],
+    "horizon-aware V": ["value.horizon_aware=true"],
+    "V steps": ["value.steps=5", "value.lr=0.001"],
+}
+CV_LEVERS: dict[str, list[str]] = {
+    "cv warm-up": ["estimator.cv_warmup_steps=200", "estimator.cv_steps=3"],
+    "variance-trained state baseline": ["estimator.state_baseline=variance"],
+}
+
+
+def rows_for(env: str) -> dict[str, tuple[str, list[str]]]:
+    """row name -> (estimator, lever overrides)."""
+    cv = CV_ESTIMATOR[env]
+    rows: dict[str, tuple[str, list[str]]] = {"baseline": ("baseline", []), cv: (cv, [])}
+    for lever, overrides in VALUE_LEVERS.items():
+        rows[f"baseline + {lever}"] = ("baseline", overrides)
+        rows[f"{cv} + {lever}"] = (cv, overrides)
+    for lever, overrides in CV_LEVERS.items():
+        rows[f"{cv} + {lever}"] = (cv, overrides)
+    everything = [o for levers in (VALUE_LEVERS, CV_LEVERS) for overrides in levers.values() for o in overrides]
+    # time input and horizon-aware V together: the horizon-aware form already knows the time remaining.
+    rows["baseline + all value levers"] = ("baseline", [o for v in VALUE_LEVERS.values() for o in v])
+    rows[f"{cv} + all levers"] = (cv, everything)
+    return rows
+
+
+def grid(estimator: str) -> dict[str, list[str]]:
+    """9 configurations for every row: the same budget whatever the estimator."""
+    knob = ("estimator.cv_lr", ["0.01", "0.003", "0.001"]) if estimator != "baseline" else (
+        "learner.ent_coef", ["0.0", "0.01", "0.03"])  # fmt: skip
+    return {"learner.lr": ["0.003", "0.001", "0.0003"], knob[0]: knob[1]}
+
+
+def slug(text: str) -> str:
+    """A directory name Hydra's override grammar accepts in hydra.run.dir (no '=', ',' or spaces)."""
+    kept = "".join(c if c.isalnum() or c in ".-" else "_" for c in text.replace("=", "-"))
+    return "_".join(part for part in kept.split("_") if part)
+
+
+def configurations(estimator: str) -> list[dict[str, str]]:
+    g = grid(estimator)
+    return [dict(zip(g, values, strict=True)) for values in itertools.product(*g.values())]
+
+
+def group_command(env: str, estimator: str, overrides: list[str], seed: int, count: int, run_dir: Path,
+                  extra: list[str]) -> list[str]:  # fmt: skip
+    return [
+        sys.executable, "-m", "rl_relax.train", f"experiment=paper_{env}", f"estimator={estimator}",
+        *overrides, *extra, f"seed={seed}", f"num_seeds={count}", "logging.progress=never",
+        "checkpoint.interval_steps=50000", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+
+
+def run_groups(commands: list[list[str]], jobs: int) -> None:
+    """Run the group processes, ``jobs`` at a time; a failed one is reported, not fatal (its seeds are counted)."""
+
+    def one(command: list[str]) -> None:
+        run_dir = Path(command[-1].split("=", 1)[1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / "levers.log", "a") as log:
+            code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        print(f"{'done' if code == 0 else f'exit {code}'}: {run_dir.relative_to(ROOT)}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, commands))
+
+
+def seed_runs(group_dir: Path) -> list[dict]:
+    """Every seed of a group: its summary and TensorBoard scalars."""
+    runs = []
+    for summary_path in sorted(group_dir.glob("seed*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        scalars = read_scalars(summary_path.parent, TAGS)
+        runs.append({"summary": summary, "scalars": scalars})
+    return runs
+
+
+TAGS = ("rollout/ep_rew_mean", "grad/variance_ratio_sampled", "variance/share_state", "variance/share_action",
+        "variance/share_trajectory")  # fmt: skip
+
+
+def area(run: dict, threshold: float, budget: int) -> float:
+    """The 100-episode mean return averaged over the step budget (step-weighted), divided by the threshold.
+
+    Before the first logged point the return counts as the first point's; after the run's last point
+    (a run cut short) as 0 for the remaining budget.
+    """
+    points = run["scalars"].get("rollout/ep_rew_mean", [])
+    if not points:
+        return 0.0
+    steps = np.array([s for s, _ in points], dtype=float)
+    values = np.array([v for _, v in points], dtype=float)
+    edges = np.concatenate([[0.0], steps])
+    total = float(np.sum(np.diff(edges) * values))  # each point holds since the previous one
+    return total / (budget * abs(threshold)) if threshold else total / budget
+
+
+def episodes_cost(summary: dict) -> float:
+    """Episodes to solve; an unsolved run counts as the episodes it ran plus one window (never better)."""
+    solved = summary.get("episodes_to_solve")
+    return float(solved if solved is not None else summary["episodes"] + summary["solved_window"])
+
+
+def bootstrap_ci(a: list[float], b: list[float], resamples: int = 20_000) -> tuple[float, float, float] | None:
+    """Mean difference a - b and its 95% bootstrap percentile interval (seeds resampled within each row)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diffs = x[rng.integers(0, len(x), (resamples, len(x)))].mean(1) - y[
+        rng.integers(0, len(y), (resamples, len(y)))
+    ].mean(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(x.mean() - y.mean()), float(low), float(high)
+
+
+def select(env: str, row: str, estimator: str, row_dir: Path, threshold: float, budget: int) -> tuple[dict, list]:
+    ranked = []
+    for config in configurations(estimator):
+        runs = seed_runs(row_dir / "search" / slug(",".join(f"{k}={v}" for k, v in config.items())))
+        if len(runs) != SELECTION_COUNT or not all(r["summary"].get("finished") or r["summary"].get("status")
+                                                   == "diverged" for r in runs):  # fmt: skip
+            raise SystemExit(f"error: the search of {env} / {row} lacks finished runs for {config}; "
+                             "run it first (without --tabulate-only).")  # fmt: skip
+        areas = [area(r, threshold, budget) if r["summary"].get("status") != "diverged" else 0.0 for r in runs]
+        ranked.append({**config, "area_mean": statistics.mean(areas),
+                       "solved": sum(r["summary"].get("episodes_to_solve") is not None for r in runs)})  # fmt: skip
+    ranked.sort(key=lambda c: -c["area_mean"])
+    return ranked[0], ranked
+
+
+def env_protocol(env: str) -> tuple[float, int]:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "configs" / "experiment" / f"paper_{env}.yaml")
+    return float(cfg.env.solved_threshold), int(cfg.total_timesteps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", required=True, choices=sorted(CV_ESTIMATOR))
+    parser.add_argument("--rows", nargs="*", default=None, help="row names (default: all; see --list)")
+    parser.add_argument("--list", action="store_true", help="print the rows and exit")
+    parser.add_argument("--jobs", type=int, default=2, help="group processes at a time")
+    parser.add_argument("--tabulate-only", action="store_true", help="no training: tabulate the existing runs")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS)
+    output_dir.add_arguments(parser, COMMITTED)
+    args = parser.parse_args()
+    all_rows = rows_for(args.env)
+    if args.list:
+        print("\n".join(f"{name}: estimator={est} {' '.join(o)}" for name, (est, o) in all_rows.items()))
+        return
+    chosen = args.rows or list(all_rows)
+    unknown = [r for r in chosen if r not in all_rows]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; the rows are: {', '.join(all_rows)}")
+    if "baseline" not in chosen:
+        chosen = ["baseline", *chosen]  # every row is compared with the tuned baseline
+    args.out = output_dir.resolve(parser, args, "levers", COMMITTED)
+    threshold, budget = env_protocol(args.env)
+    env_dir = args.runs_dir / args.env
+
+    if not args.tabulate_only:  # the searches, all rows' configurations in one pool
+        commands = []
+        for row in chosen:
+            estimator, overrides = all_rows[row]
+            for config in configurations(estimator):
+                name = slug(",".join(f"{k}={v}" for k, v in config.items()))
+                commands.append(group_command(
+                    args.env, estimator, [*overrides, *(f"{k}={v}" for k, v in config.items())],
+                    SELECTION_SEED, SELECTION_COUNT, env_dir / slug(row) / "search" / name,
+                    ["variance.interval_steps=0"],
+                ))  # fmt: skip
+        run_groups(commands, args.jobs)
+    selected = {}
+    for row in chosen:
+        estimator, _ = all_rows[row]
+        selected[row] = select(args.env, row, estimator, env_dir / slug(row), threshold, budget)
+    if not args.tabulate_only:  # the reported seeds
+        commands = []
+        for row in chosen:
+            estimator, overrides = all_rows[row]
+            best = selected[row][0]
+            config = [f"{k}={best[k]}" for k in grid(estimator)]
+            commands.append(group_command(
+                args.env, estimator, [*overrides, *config], REPORT_SEED, REPORT_COUNT, env_dir / slug(row) / "report",
+                [f"variance.interval_steps={budget // 5}", f"variance.anatomy_interval_steps={budget // 2}"],
+            ))  # fmt: skip
+        run_groups(commands, args.jobs)
+    tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir)
+
+
+def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> None:
+    reports = {row: seed_runs(env_dir / slug(row) / "report") for row in chosen}
+    missing = [row for row, runs in reports.items() if len(runs) != REPORT_COUNT]
+    if missing:
+        raise SystemExit(f"error: rows without {REPORT_COUNT} reported seeds: {missing}; nothing was written. "
+                         "Fix: run them first (without --tabulate-only).")  # fmt: skip
+    base = reports["baseline"]
+
+    def per_seed(runs, fn):
+        return [fn(r) for r in runs]
+
+    base_area = per_seed(base, lambda r: area(r, threshold, budget))
+    base_return = per_seed(base, lambda r: r["summary"]["final_return_mean"] or 0.0)
+    base_cost = per_seed(base, lambda r: episodes_cost(r["summary"]))
+    table = []
+    for row in chosen:
+        runs = reports[row]
+        estimator, overrides = all_rows[row]
+        solved = [r["summary"] for r in runs if r["summary"].get("episodes_to_solve") is not None]
+        areas = per_seed(runs, lambda r: area(r, threshold, budget))
+        returns = per_seed(runs, lambda r: r["summary"]["final_return_mean"] or 0.0)
+        costs = per_seed(runs, lambda r: episodes_cost(r["summary"]))
+        ratios = [v for r in runs for _, v in r["scalars"].get("grad/variance_ratio_sampled", []) if v > 0]
+        shares = {
+            key: [v for r in runs for _, v in r["scalars"].get(f"variance/share_{key}", [])[:1]]
+            for key in ("state", "action", "trajectory")
+        }
+        best = selected[row][0]
+        table.append({
+            "row": row, "estimator": estimator, "levers": " ".join(overrides) or "-",
+            "selected": " ".join(f"{k}={best[k]}" for k in grid(estimator)),
+            "solved": f"{len(solved)}/{len(runs)}",
+            "episodes_to_solve": _ms([s["episodes_to_solve"] for s in solved]),
+            "steps_to_solve": _ms([s["steps_to_solve"] for s in solved], 0),
+            "final_return": _ms(returns), "area": _ms(areas, 3),
+            "variance_ratio": f"{math.exp(statistics.mean(map(math.log, ratios))):.3f}" if ratios else "-",
+            **{f"share_{k}": (f"{statistics.mean(v):.0%}" if v else "-") for k, v in shares.items()},
+            "d_area": _ci(bootstrap_ci(areas, base_area), 3) if row != "baseline" else "-",
+            "d_final_return": _ci(bootstrap_ci(returns, base_return)) if row != "baseline" else "-",
+            "d_episodes_cost": _ci(bootstrap_ci(costs, base_cost)) if row != "baseline" else "-",
+        })  # fmt: skip
+    write(args, table, threshold, budget)
+
+
+def _ms(values: list[float], digits: int = 1) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):,.{digits}f} ± {std:,.{digits}f}"
+
+
+def _ci(result, digits: int = 1) -> str:
+    if result is None:
+        return "-"
+    diff, lo, hi = result
+    star = " *" if lo > 0 or hi < 0 else ""
+    return f"{diff:+,.{digits}f} [{lo:+,.{digits}f}, {hi:+,.{digits}f}]{star}"
+
+
+def write(args, table: list[dict], threshold: float, budget: int) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"levers_{args.env}"
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    columns = list(table[0])
+    lines = [
+        f"# Variance levers on {args.env}: does RELAX/LAX help, and which lever does?",
+        "",
+        f"Command: `python scripts/levers.py --env {args.env}"
+        + (f" --rows {' '.join(repr(r) for r in [t['row'] for t in table])}" if args.rows else "")
+        + f"{output_dir.command_suffix(args)}`  ",
+        f"Date: {dt.date.today().isoformat()}; machine: {platform.node()} ({platform.machine()}, Python "
+        f"{platform.python_version()}, CPU). Protocol: experiment=paper_{args.env} (solved at {threshold:g}, "
+        f"{budget:,} env steps, every run to the full budget).  ",
+        f"Search: the same 9 configurations per row on seeds {SELECTION_SEED}-{SELECTION_SEED + SELECTION_COUNT - 1}, "
+        "selected by the area under the return curve (script docstring); reported: seeds "
+        f"{REPORT_SEED}-{REPORT_SEED + REPORT_COUNT - 1}.  ",
+        "d_*: difference to the tuned baseline row, mean and 95% bootstrap percentile interval (* = excludes 0). "
+        "Episodes to solve: mean ± std over the seeds that solved; d_episodes_cost counts an unsolved seed as "
+        "the episodes it ran plus one window. variance_ratio: geometric mean of the sampled same-policy ratio "
+        "to the baseline estimator. share_*: the variance anatomy at mid-training (mean over seeds).",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(str(t[c]) for c in columns) + " |" for t in table]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {stem}.{{md,csv}}")
+
+
+if __name__ == "__main__":
+    main()
