@@ -22,12 +22,21 @@ for all seeds at once: every mean above is then one per seed, the loss different
 of the seeds' losses (so seed k's slice of the gradient is seed k's own), and clipping, the
 non-finite check and the statistics are per seed. A seed whose loss is not finite, or that the
 trainer has stopped (``active``), gets no parameter update; the others go on.
+
+The value function's levers (``value.*``, README "Value-function levers"): a V that takes the time
+left before the env's time limit (:class:`~rl_relax.networks.ValueNet`, fed each observation's position
+from :meth:`RolloutBuffer.observation_positions`), and V fitted by its own optimizer. With
+``value.steps`` > 1, ``value.lr`` or ``value.optimizer`` set, V leaves the joint step above: the policy
+step uses -S - ent_coef * H alone (advantages from the V before this update), then V takes
+``value.steps`` steps of its own optimizer on L_V with the targets R_t fixed (computed once, by the V
+that produced the advantages), each clipped to ``learner.max_grad_norm``; ``vf_coef`` has no role there.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -71,15 +80,23 @@ class Targets:
     returns: torch.Tensor  # (T N,) TD(lambda) targets R_t, time-major
     returns_np: np.ndarray  # (T, N) the same on the host (explained variance)
     values_np: np.ndarray  # (T + 1, N) V(s_t) on the host, no grad
+    positions: torch.Tensor | None = None  # ((T + 1) N,) the observations' positions, for a V that takes them
 
 
 class A2CLearner:
     """Owns the policy/value optimizer and performs the A2C update on a filled rollout buffer."""
 
     def __init__(
-        self, policy: Policy, value: ValueNet, estimator: Estimator, learner_cfg, variance_decay: float = 0.99
+        self,
+        policy: Policy,
+        value: ValueNet,
+        estimator: Estimator,
+        learner_cfg,
+        variance_decay: float = 0.99,
+        value_cfg=None,
     ):
         self.policy, self.value, self.estimator = policy, value, estimator
+        self.value_uses_time = bool(getattr(value, "uses_time", False))
         self.num_seeds: int | None = policy.net.num_seeds  # None: one agent; S: seed-stacked networks
         seeds = () if self.num_seeds is None else (self.num_seeds,)
         # Plain Python copies: OmegaConf attribute access costs microseconds on the hot path.
@@ -92,11 +109,28 @@ class A2CLearner:
         if len(self.theta_net) + len(self.theta_direct) != len(list(policy.parameters())):
             raise TypeError("a Policy's parameters must be its net's plus direct_parameters()")
         self.num_policy_params = sum(p.numel() for p in [*self.theta_net, *self.theta_direct]) // (self.num_seeds or 1)
+        # V's own optimizer (value.steps > 1, value.lr or value.optimizer set), else V is in the joint step.
+        value_cfg = value_cfg if value_cfg is not None else {}
+        self.value_steps = int(value_cfg.get("steps", 1))
+        value_lr, value_optimizer = value_cfg.get("lr"), value_cfg.get("optimizer")
+        self.separate_value = self.value_steps > 1 or value_lr is not None or value_optimizer is not None
+        joint_value = [] if self.separate_value else list(value.parameters())
         # Policy parameters first: g_hat is subtracted from the leading slice of the flat gradient.
-        self.flat = FlatParameters([*self.theta_net, *self.theta_direct, *value.parameters()], self.num_seeds)
+        self.flat = FlatParameters([*self.theta_net, *self.theta_direct, *joint_value], self.num_seeds)
         self.optimizer = make_optimizer([self.flat.data], learner_cfg)
         self.base_lr = float(learner_cfg.lr)
         self.max_grad_norm = math.inf if learner_cfg.max_grad_norm is None else float(learner_cfg.max_grad_norm)
+        self.value_flat: FlatParameters | None = None
+        self.value_optimizer = None
+        if self.separate_value:
+            self.value_flat = FlatParameters(list(value.parameters()), self.num_seeds)
+            self.value_base_lr = float(learner_cfg.lr if value_lr is None else value_lr)
+            settings = SimpleNamespace(  # the learner's optimizer settings, with V's name and learning rate
+                optimizer=str(learner_cfg.optimizer if value_optimizer is None else value_optimizer),
+                lr=self.value_base_lr, rmsprop_alpha=learner_cfg.rmsprop_alpha, eps=learner_cfg.eps,
+                adam_betas=learner_cfg.adam_betas,
+            )  # fmt: skip
+            self.value_optimizer = make_optimizer([self.value_flat.data], settings)
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         device = self.flat.data.device
         self._minus_one = torch.full(seeds, -1.0, device=device)
@@ -115,12 +149,22 @@ class A2CLearner:
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
+    @property
+    def uses_progress(self) -> bool:
+        """Whether :meth:`set_progress` must be called before every update (a schedule here or in the estimator)."""
+        return self.lr_schedule == "linear" or self.estimator.uses_progress
+
     def set_progress(self, fraction_done: float) -> None:
-        """Apply the learning-rate schedule at this fraction of total_timesteps."""
+        """Apply the learning-rate schedule (and the estimator's, :meth:`Estimator.set_progress`) at this
+        fraction of total_timesteps."""
         linear = self.lr_schedule == "linear"
         lr = self.base_lr * max(1.0 - fraction_done, 0.0) if linear else self.base_lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.value_optimizer is not None:  # V's own learning rate follows the same schedule
+            for group in self.value_optimizer.param_groups:
+                group["lr"] = self.value_base_lr * lr / self.base_lr
+        self.estimator.set_progress(fraction_done)
 
     # ------------------------------------------------------------------------------- the update
     def update(self, buf: RolloutBuffer, global_step: int, diagnostics: bool = False) -> UpdateStats:
@@ -259,7 +303,7 @@ class A2CLearner:
             dist_params=dist_params, log_prob=self.policy.log_prob(dist_params, actions),
             noise={key: buf.flat(f"noise/{key}") for key in buf.noise_np}, policy=self.policy,
             theta_net=self.theta_net, theta_direct=self.theta_direct, step_weights=step_weights,
-            num_envs=buf.num_envs,
+            num_envs=buf.num_envs, state_values=targets.values,
         )  # fmt: skip
 
     def estimator_gradients(self, buf: RolloutBuffer, estimators: dict[str, Estimator]) -> dict[str, torch.Tensor]:

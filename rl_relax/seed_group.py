@@ -467,7 +467,7 @@ class SeedGroupTrainer:
                     if count:
                         self._log_all(loggers, sums / count, None)
                     return False
-                if cfg.learner.lr_schedule == "linear":
+                if self.learner.uses_progress:
                     self.learner.set_progress(global_step / total)
                 episodes = self.collector.collect()
                 global_step += steps_per_update

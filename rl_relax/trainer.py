@@ -514,7 +514,7 @@ class Trainer:
         eval_interval = int(cfg.eval.interval_steps)
         next_eval = (self.global_step // eval_interval + 1) * eval_interval if eval_interval else None
         progress = Progress(total, cfg.logging.progress, cfg.logging.progress_interval_s)
-        linear_lr = cfg.learner.lr_schedule == "linear"
+        linear_lr = self.learner.uses_progress  # a schedule (learner's or estimator's) to advance
         self.learner.set_progress(self.global_step / total)
         sums = {"train/policy_loss": 0.0, "train/value_loss": 0.0, "train/grad_norm": 0.0, "grad/pg_norm": 0.0}
         count = 0

@@ -67,6 +67,9 @@ class RolloutBatch:
     theta_direct: list[nn.Parameter]  # the distribution's own parameters (the Gaussian log-std)
     step_weights: torch.Tensor  # (B,) valid_t / (T N), see :meth:`mean`
     num_envs: int
+    #: V on the rollout's observations as the learner computed it, ((T + 1) N,) (the last N rows: the
+    #: bootstrap observations; may carry grad), or None where the caller has no V. Read it as :attr:`values`.
+    state_values: torch.Tensor | None = None
 
     @property
     def theta(self) -> list[nn.Parameter]:
@@ -81,6 +84,13 @@ class RolloutBatch:
     def seed_shape(self) -> tuple[int, ...]:
         """() for one agent; (S,) for S seeds trained together, whose per-step tensors are (S, B, ...)."""
         return tuple(self.valid.shape[:-1])
+
+    @property
+    def values(self) -> torch.Tensor:
+        """V(s_t) per step, (B,), detached: an input a control variate may use (a constant for theta and phi)."""
+        if self.state_values is None:
+            raise ValueError("this RolloutBatch carries no state values (state_values=None)")
+        return self.state_values[..., : self.valid.shape[-1]].detach()
 
     def by_time(self, x: torch.Tensor) -> torch.Tensor:
         """A per-step tensor (B, ...) viewed in the rollout's time layout (T, N, ...) (seeds: (S, T, N, ...))."""
@@ -120,6 +130,13 @@ class Estimator(nn.Module):
 
     def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
         """Called once before training: check the action space, build what the estimator learns."""
+
+    #: Whether :meth:`set_progress` must be called before every update (a schedule over training).
+    uses_progress: bool = False
+
+    def set_progress(self, fraction_done: float) -> None:
+        """Called by the learner with the fraction of ``total_timesteps`` done (its own schedules' fraction):
+        before every update when :attr:`uses_progress`, else at the start of training only."""
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes (per env) of extra noise drawn at acting time by :meth:`extra_noise`."""
