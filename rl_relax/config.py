@@ -135,6 +135,12 @@ def layer_sizes(value: Any) -> str | None:
     return None if ok else "must be a list of positive layer widths such as [64, 64]"
 
 
+def cv_inputs(value: Any) -> str | None:
+    options = ("state", "value", "time", "dist_params")
+    ok = isinstance(value, list) and all(v in options for v in value) and len(set(value)) == len(value)
+    return None if ok else f"must be a list of distinct inputs from {', '.join(options)}"
+
+
 def betas(value: Any) -> str | None:
     ok = isinstance(value, list) and len(value) == 2 and all(_is_number(b) and 0.0 <= b < 1.0 for b in value)
     return None if ok else "must be two numbers in [0, 1) such as [0.9, 0.999]"
@@ -207,6 +213,14 @@ ESTIMATOR_SCHEMA: dict[str, tuple[Check, str]] = {
     "estimator.cv_adam_betas": (betas, "[0.9,0.999]"),
     "estimator.temperature_init": (positive(), "1.0"),
     "estimator.learn_temperature": (boolean, "true"),
+    "estimator.cv_warmup_steps": (number(0, 1_000_000, integer=True, what="an integer in [0, 1000000]"), "0"),
+    "estimator.cv_lr_schedule": (choice(("constant", "linear")), "constant"),
+    "estimator.cv_inputs": (cv_inputs, "[state]"),
+    "estimator.cv_time_limit": (positive(integer=True, hi=MAX_COUNT, nullable=True), "500 (or null)"),
+    "estimator.state_baseline": (choice(("regression", "variance")), "regression"),
+    "estimator.cv_gap_interval": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
+    "estimator.cv_gap_steps": (positive(integer=True, hi=1_000_000), "100"),
+    "estimator.cv_term_norms_interval": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
 }
 
 
@@ -277,6 +291,12 @@ def validate(cfg: Any) -> None:
             "Fix: e.g. learner.num_steps=5."
         )
     validate_estimator(cfg.estimator)
+    if cfg.estimator.get("state_baseline") == "variance" and cfg.learner.normalize_advantage:
+        raise ConfigError(
+            "estimator.state_baseline=variance replaces the advantages' state baseline V(s) by b_phi(s), so there "
+            "are no advantages for learner.normalize_advantage=true to standardise. "
+            "Fix: learner.normalize_advantage=false (or estimator.state_baseline=regression)."
+        )
 
 
 def validate_estimator(estimator_cfg: DictConfig) -> None:

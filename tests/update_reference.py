@@ -5,7 +5,8 @@
     loss = -S - ent_coef * H + vf_coef * L_V,    means over valid slots divided by T N,
 
 by plain autograd, and trains phi (if the estimator has one) with ``cv_steps`` Adam steps on the
-variance objective computed by plain double backprop (:func:`rl_relax.surrogates.variance_loss`).
+variance objective computed by plain double backprop (:func:`rl_relax.surrogates.variance_loss`),
+after the estimator's ``cv_warmup_steps`` (taken before the gradient, on the same rollout).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def make_learner(
     estimator.bind(policy, OBS_DIM, space)
     if isinstance(estimator, ControlVariateEstimator):  # an untrained but far-from-zero control variate
         torch.nn.init.orthogonal_(estimator.cv.net.layers[-1].weight, 3.0)
+        if estimator.state_baseline_net is not None:  # and a far-from-zero state part (b_phi)
+            torch.nn.init.orthogonal_(estimator.state_baseline_net.net.layers[-1].weight, 3.0)
+            torch.nn.init.constant_(estimator.state_baseline_net.net.layers[-1].bias, 0.5)
     return A2CLearner(policy, value, estimator, learner_cfg(**cfg_overrides))
 
 
@@ -69,7 +73,7 @@ def filled_buffer(learner: A2CLearner, seed: int = 0) -> RolloutBuffer:
     buf.rewards_np[:] = rng.normal(size=(T, N))
     buf.terminated_np[1, 0] = buf.truncated_np[3, 2] = True
     buf.valid_np[2, 0] = buf.valid_np[4, 2] = False
-    buf.episode_step_np[:] = np.where(buf.valid_np, 1, -1)
+    buf.episode_step_np[:] = np.where(buf.valid_np, np.arange(T)[:, None] + 3 * np.arange(N), -1)
     for key, shape in shapes.items():  # uniform noise for the categorical samplers, normal for the Gaussian
         draw = rng.normal(size=(T, N, *shape)) if key == "eps" else rng.random((T, N, *shape)).clip(1e-6)
         buf.noise_np[key][:] = draw
@@ -84,9 +88,25 @@ def filled_buffer(learner: A2CLearner, seed: int = 0) -> RolloutBuffer:
     return buf
 
 
+def reference_phi_step(learner: A2CLearner, buf: RolloutBuffer) -> None:
+    """One phi step on the variance objective of ``buf``, by plain double backprop on a fresh batch."""
+    estimator = learner.estimator
+    fresh = learner.make_batch(buf, learner.targets(buf))
+    wrt = fresh.theta if estimator.cv_objective == "variance" else [fresh.dist_params]
+    objective, _ = surrogates.variance_loss(estimator.surrogate(fresh), wrt)
+    grads = torch.autograd.grad(objective, estimator.phi_parameters(), allow_unused=True)
+    estimator.step_control_variate(list(grads), objective.item())
+
+
 def reference_update(learner: A2CLearner, buf: RolloutBuffer, cv_steps: int = 1):
-    """(d loss / d (theta, w) flat, phi after ``cv_steps`` steps, the last phi gradient), without any shortcut."""
+    """(d loss / d (theta, w) flat, phi after ``cv_steps`` steps, the last phi gradient), without any shortcut.
+
+    A fresh estimator with ``cv_warmup_steps`` first takes those steps on ``buf`` (the first update's).
+    """
     estimator, policy = learner.estimator, learner.policy
+    if isinstance(estimator, ControlVariateEstimator) and not estimator.cv_optimizer.state:
+        for _ in range(estimator.cv_warmup_steps):
+            reference_phi_step(learner, buf)
     targets = learner.targets(buf)
     batch = learner.make_batch(buf, targets)
     valid = torch.from_numpy(buf.valid_np).float()  # (T, N)
@@ -100,11 +120,7 @@ def reference_update(learner: A2CLearner, buf: RolloutBuffer, cv_steps: int = 1)
     phi_grad = None
     if isinstance(estimator, ControlVariateEstimator):
         for _ in range(cv_steps):
-            fresh = learner.make_batch(buf, learner.targets(buf))
-            wrt = fresh.theta if estimator.cv_objective == "variance" else [fresh.dist_params]
-            objective, _ = surrogates.variance_loss(estimator.surrogate(fresh), wrt)
-            grads = torch.autograd.grad(objective, estimator.phi_parameters(), allow_unused=True)
-            estimator.step_control_variate(list(grads), objective.item())
+            reference_phi_step(learner, buf)
         phi_grad = estimator.phi_gradient.clone()
     phi = [p.detach().clone() for p in estimator.parameters()]
     return expected, phi, phi_grad

@@ -39,6 +39,10 @@ class DlaxEstimator(ControlVariateEstimator):
     so DLAX is unbiased. Unlike RELAX it needs no conditional sample z~, but its control variate's score
     term uses log p(z) (K Gumbel densities), not log pi(a), which correlates less with f (Sec. 3.2).
     log p(z) is differentiated at the fixed z, c(s, z) in its weight carries no gradient to theta.
+
+    c_phi's inputs besides z are ``cv_inputs`` (:meth:`cv_features`; ``dist_params`` = log pi(.|s_t),
+    detached). With ``state_baseline=variance`` the action's score weight is R_t - b_phi(s_t)
+    (:meth:`score_offset`) instead of A_t.
     """
 
     noise_keys = ("u",)
@@ -57,22 +61,36 @@ class DlaxEstimator(ControlVariateEstimator):
                 f"estimator=dlax needs a Discrete action space, this env has {action_space}. "
                 "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
             )
-        self.cv = ControlVariateNet(obs_dim, int(action_space.n), self.hidden_sizes, self.activation)
+        num_actions = int(action_space.n)
+        features = self.feature_dim(obs_dim, dist_dim=num_actions)
+        self.cv = ControlVariateNet(features, num_actions, self.hidden_sizes, self.activation)
         super().bind(policy, obs_dim, action_space)
 
-    def relaxed_cv(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """c(s, z) = c_phi(s, softmax(z / tau))."""
-        return self.cv(obs, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
+    def relaxed_cv(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """c(s, z) = c_phi(s, softmax(z / tau)), s given as c_phi's input features."""
+        return self.cv(features, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
 
-    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        logits, obs = batch.dist_params, batch.obs
+    def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
+        return torch.log_softmax(batch.dist_params.detach(), dim=-1)  # log pi(.|s): the logits up to a shift
+
+    def _parts(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The action's score term, the control variate's score term and its pathwise term, per step."""
+        logits, features = batch.dist_params, self.cv_features(batch)
         z = relaxed_categorical(logits, batch.noise["u"])
         # One forward of c for the pathwise c(z) and the score weight c(z) with theta's path cut.
-        c = self.relaxed_cv(torch.cat([obs, obs], -2), torch.cat([z, z.detach()], -2))
+        c = self.relaxed_cv(torch.cat([features, features], -2), torch.cat([z, z.detach()], -2))
         c_z, c_z_fixed = c.split(z.shape[-2], dim=-1)
-        log_prob, advantages = batch.log_prob, batch.advantages
-        per_step = log_prob * advantages - gumbel_log_density(logits, z.detach()) * c_z_fixed + c_z
-        return batch.mean(per_step)
+        offset = self.score_offset(batch, features)
+        weight = batch.advantages if offset is None else batch.advantages - offset
+        return batch.log_prob * weight, gumbel_log_density(logits, z.detach()) * c_z_fixed, c_z
+
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        action_score, cv_score, c_z = self._parts(batch)
+        return batch.mean(action_score - cv_score + c_z)
+
+    def surrogate_terms(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        action_score, cv_score, c_z = self._parts(batch)
+        return {"score": batch.mean(action_score - cv_score), "pathwise": batch.mean(c_z)}
 
     def control_variate_metrics(self) -> dict[str, float]:
         return {"cv/temperature": self.scalar(self.log_temperature.exp())}

@@ -27,6 +27,10 @@ class LaxEstimator(ControlVariateEstimator):
     second term is biased). The score weight's c_phi(s_t, a_t) carries no gradient to theta; the
     pathwise term differentiates through the reparameterisation (:func:`rl_relax.surrogates.lax`).
     A_t = R_t - V(s_t), so the full control variate is V + c_phi. Unbiased for any c_phi.
+
+    c_phi's inputs besides a_t are ``cv_inputs`` (:meth:`cv_features`; ``dist_params`` = the mean and
+    log-std at s_t, detached, as the paper's continuous code feeds mu and sigma). With
+    ``state_baseline=variance`` the score weight is R_t - b_phi(s_t) - c_phi(s_t, a_t) (:meth:`score_offset`).
     """
 
     noise_keys = ("eps",)
@@ -37,12 +41,29 @@ class LaxEstimator(ControlVariateEstimator):
                 f"estimator=lax needs a continuous (Box) action space, this env has {action_space}. "
                 "Fix: use estimator=relax for discrete actions (or estimator=baseline)."
             )
-        self.cv = ControlVariateNet(obs_dim, int(np.prod(action_space.shape)), self.hidden_sizes, self.activation)
+        act_dim = int(np.prod(action_space.shape))
+        features = self.feature_dim(obs_dim, dist_dim=2 * act_dim)
+        self.cv = ControlVariateNet(features, act_dim, self.hidden_sizes, self.activation)
         super().bind(policy, obs_dim, action_space)
 
-    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        means, obs = batch.dist_params, batch.obs
+    def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
+        means = batch.dist_params.detach()
+        return torch.cat([means, batch.policy.log_std.detach().expand_as(means)], dim=-1)
+
+    def control_variates(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """c_phi(s_t, a_t(theta, eps_t)) and the score weight's control variate (theta's path cut), per step."""
+        means, features = batch.dist_params, self.cv_features(batch)
         actions = gaussian_reparam(means, batch.policy.log_std, batch.noise["eps"])
-        c = self.cv(torch.cat([obs, obs], -2), torch.cat([actions, actions.detach()], -2))
+        c = self.cv(torch.cat([features, features], -2), torch.cat([actions, actions.detach()], -2))
         c_action, c_action_fixed = c.split(actions.shape[-2], dim=-1)
+        offset = self.score_offset(batch, features)
+        return c_action, c_action_fixed if offset is None else c_action_fixed + offset
+
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        c_action, c_action_fixed = self.control_variates(batch)
         return batch.mean(surrogates.lax(batch.log_prob, batch.advantages, c_action, c_action_fixed))
+
+    def surrogate_terms(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        c_action, c_action_fixed = self.control_variates(batch)
+        score = surrogates.score_function(batch.log_prob, batch.advantages - c_action_fixed.detach())
+        return {"score": batch.mean(score), "pathwise": batch.mean(c_action)}

@@ -31,6 +31,11 @@ class RelaxEstimator(ControlVariateEstimator):
     V + c_phi. The score weight's c(s_t, z~_t) carries no gradient to theta; the two pathwise terms
     differentiate through the samplers (:func:`rl_relax.surrogates.relax`). Unbiased for any c_phi
     because z~ has z's distribution given a (App. A).
+
+    c_phi's inputs besides z are ``cv_inputs`` (:meth:`cv_features`; ``dist_params`` = log pi(.|s_t),
+    detached). With ``state_baseline=variance`` the score weight is R_t - b_phi(s_t) - c(s_t, z~_t)
+    (:meth:`score_offset`): the full control variate b_phi + c_phi, all trained on the variance
+    objective, as in the paper's discrete experiments (where c_phi(s, z) is the only baseline).
     """
 
     noise_keys = ("u",)
@@ -53,7 +58,8 @@ class RelaxEstimator(ControlVariateEstimator):
                 "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
             )
         self.num_actions = int(action_space.n)
-        self.cv = ControlVariateNet(obs_dim, self.num_actions, self.hidden_sizes, self.activation)
+        features = self.feature_dim(obs_dim, dist_dim=self.num_actions)
+        self.cv = ControlVariateNet(features, self.num_actions, self.hidden_sizes, self.activation)
         super().bind(policy, obs_dim, action_space)
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -63,18 +69,34 @@ class RelaxEstimator(ControlVariateEstimator):
         v = rng.random((action.shape[0], self.num_actions), dtype=np.float32)
         return {"v": np.maximum(v, 1e-12, out=v)}
 
-    def relaxed_cv(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """c(s, z) = c_phi(s, softmax(z / tau))."""
-        return self.cv(obs, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
+    def relaxed_cv(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """c(s, z) = c_phi(s, softmax(z / tau)), s given as c_phi's input features."""
+        return self.cv(features, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
 
-    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        logits, obs = batch.dist_params, batch.obs
+    def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
+        return torch.log_softmax(batch.dist_params.detach(), dim=-1)  # log pi(.|s): the logits up to a shift
+
+    def control_variates(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """c(s_t, z_t), c(s_t, z~_t) and the score weight's control variate (theta's path cut), per step."""
+        logits, features = batch.dist_params, self.cv_features(batch)
         z = relaxed_categorical(logits, batch.noise["u"])
         z_tilde = self.conditional_sampler(logits, batch.actions, batch.noise["v"])
         # One forward of c for c(z), c(z~) and the score weight c(z~) with theta's path cut (rows: dim -2).
-        c = self.relaxed_cv(torch.cat([obs, obs, obs], -2), torch.cat([z, z_tilde, z_tilde.detach()], -2))
+        c = self.relaxed_cv(
+            torch.cat([features, features, features], -2), torch.cat([z, z_tilde, z_tilde.detach()], -2)
+        )
         c_z, c_z_tilde, c_z_tilde_fixed = c.split(z.shape[-2], dim=-1)
+        offset = self.score_offset(batch, features)
+        return c_z, c_z_tilde, c_z_tilde_fixed if offset is None else c_z_tilde_fixed + offset
+
+    def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
+        c_z, c_z_tilde, c_z_tilde_fixed = self.control_variates(batch)
         return batch.mean(surrogates.relax(batch.log_prob, batch.advantages, c_z, c_z_tilde, c_z_tilde_fixed))
+
+    def surrogate_terms(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        c_z, c_z_tilde, c_z_tilde_fixed = self.control_variates(batch)
+        score = surrogates.score_function(batch.log_prob, batch.advantages - c_z_tilde_fixed.detach())
+        return {"score": batch.mean(score), "pathwise": batch.mean(c_z - c_z_tilde)}
 
     def control_variate_metrics(self) -> dict[str, float]:
         return {"cv/temperature": self.scalar(self.log_temperature.exp())}
