@@ -278,7 +278,12 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
         areas = per_seed(runs, lambda r: area(r, threshold, budget))
         returns = per_seed(runs, lambda r: r["summary"]["final_return_mean"] or 0.0)
         costs = per_seed(runs, lambda r: episodes_cost(r["summary"]))
-        ratios = [v for r in runs for _, v in r["scalars"].get("grad/variance_ratio_sampled", []) if v > 0]
+        # Before the seed solved (as results/paper_table.md): afterwards the policy is nearly deterministic and
+        # the baseline estimator's variance collapses, which says nothing about the learning phase.
+        ratios = [
+            v for r in runs for s, v in r["scalars"].get("grad/variance_ratio_sampled", [])
+            if v > 0 and s <= (r["summary"].get("steps_to_solve") or math.inf)
+        ]  # fmt: skip
         shares = {
             key: [v for r in runs for _, v in r["scalars"].get(f"variance/share_{key}", [])[:1]]
             for key in ("state", "action", "trajectory")
@@ -339,7 +344,8 @@ def write(args, table: list[dict], threshold: float, budget: int) -> None:
         "d_*: difference to the tuned baseline row, mean and 95% bootstrap percentile interval (* = excludes 0). "
         "Episodes to solve: mean ± std over the seeds that solved; d_episodes_cost counts an unsolved seed as "
         "the episodes it ran plus one window. variance_ratio: geometric mean of the sampled same-policy ratio "
-        "to the baseline estimator. share_*: the variance anatomy at mid-training (mean over seeds).",
+        "to the baseline estimator, before each seed solved. "
+        "share_*: the variance anatomy at mid-training (mean over seeds).",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
