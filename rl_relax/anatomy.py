@@ -525,7 +525,11 @@ class VarianceAnatomy:
         valid[1:] = np.logical_and.accumulate(~(terminated | truncated), axis=0)[:-1]
         with torch.no_grad():
             flat = torch.from_numpy(normalize(np.concatenate(obs)))
-            values = self.value(flat).numpy().reshape(slot.horizon + 1, n)
+            if getattr(self.value, "uses_time", False):  # value.time_input / horizon_aware: positions t + j
+                positions = torch.from_numpy(np.repeat(slot.episode_step + np.arange(slot.horizon + 1), n))
+                values = self.value(flat, positions).numpy().reshape(slot.horizon + 1, n)
+            else:
+                values = self.value(flat).numpy().reshape(slot.horizon + 1, n)
         advantages, _ = gae(rewards, values[:-1], values[-1], terminated & valid, truncated & valid, valid,
                             gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
         return advantages[0].reshape(k_count, l_count), float(values[0, 0]), steps

@@ -112,6 +112,14 @@ def choice(options: Sequence[str]) -> Check:
     return check
 
 
+def nullable_choice(options: Sequence[str]) -> Check:
+    def check(value: Any) -> str | None:
+        ok = value is None or (isinstance(value, str) and value in options)
+        return None if ok else f"is not one of {', '.join(options)} (or null)"
+
+    return check
+
+
 def boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -199,6 +207,11 @@ for _net in ("policy", "value"):
     SCHEMA[f"{_net}.activation"] = (choice(tuple(ACTIVATIONS)), "tanh")
     SCHEMA[f"{_net}.ortho_init"] = (boolean, "true")
 SCHEMA["policy.log_std_init"] = (number(-20, 5), "0.0")
+SCHEMA["value.time_input"] = (boolean, "false")
+SCHEMA["value.horizon_aware"] = (boolean, "false")
+SCHEMA["value.steps"] = (positive(integer=True, hi=10_000), "1")
+SCHEMA["value.lr"] = (positive(nullable=True), "1e-3 (or null for learner.lr)")
+SCHEMA["value.optimizer"] = (nullable_choice(OPTIMIZERS), "adam (or null for learner.optimizer)")
 SCHEMA["run_name"] = (string(), "my_run")  # last: it interpolates env.id, estimator.name and seed
 
 # Keys of configs/estimator/*.yaml, checked when the estimator config has them.

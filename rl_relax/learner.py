@@ -46,7 +46,7 @@ import torch
 import torch.fx.experimental.symbolic_shapes
 from torch.nn import functional as F
 
-from rl_relax.errors import TrainingDivergedError
+from rl_relax.errors import CheckpointError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator, RolloutBatch
 from rl_relax.networks import Policy, ValueNet
 from rl_relax.optim import FlatParameters, make_optimizer
@@ -185,6 +185,8 @@ class A2CLearner:
         # loss = -S + vf_coef * L_V - ent_coef * H, backpropagated term by term with its coefficients
         # (one backward pass; no autograd nodes for the sum).
         terms, coefficients = [surrogate, value_loss], [self._minus_one, self._vf_coef]
+        if self.separate_value:  # V takes its own steps after the policy's (_fit_value)
+            terms, coefficients = [surrogate], [self._minus_one]
         g_hat = None
         if self.ent_coef != 0.0:
             terms.append(entropy)
@@ -200,11 +202,12 @@ class A2CLearner:
 
         self.grad_variance.update(g_hat)
         if self.num_seeds is not None:
-            return self._finish_seed_stacked(surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf)
+            return self._finish_seed_stacked(surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf,
+                                             batch.step_weights)  # fmt: skip
         pg_norm = torch.linalg.vector_norm(g_hat).item()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         # A non-finite loss makes the gradient norm non-finite: one check, before anything moves.
-        if not math.isfinite(grad_norm):
+        if not math.isfinite(grad_norm) or (self.separate_value and not math.isfinite(value_loss.item())):
             raise TrainingDivergedError(
                 f"the loss became non-finite at environment step {global_step} (policy surrogate "
                 f"{surrogate.item():.4g}, value loss {value_loss.item():.4g}). "
@@ -213,13 +216,17 @@ class A2CLearner:
             )
         self.estimator_metrics = self.estimator.learn(g_hat)  # before theta moves: g_hat is at this theta
         self.optimizer.step()
+        if self.separate_value:
+            self._fit_value(buf, targets, batch.step_weights, global_step, diagnostics)
         if diagnostics:
             self._last = (targets.returns_np, targets.values_np[:-1], buf.valid_np.copy())
         return UpdateStats(
             -surrogate.item(), value_loss.item(), grad_norm, pg_norm, None if entropy is None else entropy.item()
         )
 
-    def _finish_seed_stacked(self, surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf) -> UpdateStats:
+    def _finish_seed_stacked(
+        self, surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf, step_weights
+    ) -> UpdateStats:
         """The rest of :meth:`update` for seed-stacked networks: per-seed clipping, checks and statistics."""
         pg_norm = torch.linalg.vector_norm(g_hat, dim=-1).tolist()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
@@ -230,17 +237,69 @@ class A2CLearner:
             and all(math.isfinite(values[k]) for values in metrics.values() if isinstance(values, list))
             for k, norm in enumerate(grad_norm)
         ]
+        if self.separate_value:  # V's loss is not in this gradient: checked on its own, before anything moves
+            finite = [ok and math.isfinite(loss) for ok, loss in zip(finite, value_loss.tolist(), strict=True)]
         # Non-finite or stopped seeds do not move (their gradients may be nan: masked, not multiplied).
         if not all(finite) or not self._all_active:
             keep = self.active & torch.tensor(finite, device=self.active.device)
             self.flat.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
         self.optimizer.step()
+        if self.separate_value:
+            finite = self._fit_value(buf, targets, step_weights, 0, diagnostics, finite)
         if diagnostics:
             self._last = (targets.returns_np, targets.values_np[:, :-1], buf.valid_np.copy())
         return UpdateStats(
             (-surrogate).tolist(), value_loss.tolist(), grad_norm, pg_norm,
             None if entropy is None else entropy.tolist(), finite,
         )  # fmt: skip
+
+    def _fit_value(self, buf: RolloutBuffer, targets: Targets, step_weights: torch.Tensor, global_step: int,
+                   diagnostics: bool, finite: list[bool] | None = None) -> list[bool] | None:  # fmt: skip
+        """``value.steps`` steps of V's own optimizer on L_V = (1/(T N)) sum_t valid_t (R_t - V(s_t))^2.
+
+        The targets R_t stay those computed before the steps (by the V that produced the advantages); the
+        first step reuses that forward pass. Seed-stacked: ``finite`` says which seeds may move; a seed whose
+        V gradient turns non-finite stops moving and is reported not finite (returned). With
+        ``diagnostics``, L_V after the steps is logged as ``train/value_loss_fitted``.
+        """
+        assert self.value_flat is not None and self.value_optimizer is not None
+        flat, num_slots = self.value_flat, targets.returns.shape[-1]
+        obs = buf.flat("obs")
+        positions = None if targets.positions is None else targets.positions[..., :num_slots]
+
+        def regression_loss(values: torch.Tensor) -> torch.Tensor:  # one per seed when seed-stacked
+            return ((targets.returns - values).square() * step_weights).sum(-1)
+
+        for step in range(self.value_steps):
+            values = targets.values[..., :num_slots] if step == 0 else self.value(obs, positions)
+            loss = regression_loss(values)
+            if self.num_seeds is None:
+                flat.zero_grad()
+                loss.backward()
+                norm = flat.clip_grad_norm_(self.max_grad_norm)
+                if not math.isfinite(norm):
+                    raise TrainingDivergedError(
+                        f"the value loss became non-finite at environment step {global_step} (V step {step + 1} "
+                        f"of {self.value_steps}, loss {loss.item():.4g}). Training stopped; the last good checkpoint "
+                        "is kept. Fix: lower value.lr, enable env.normalize_reward, or set learner.max_grad_norm."
+                    )
+            else:
+                assert finite is not None
+                flat.set_grad(torch.autograd.grad(loss.sum(), flat.params))
+                norms = flat.clip_grad_norm_(self.max_grad_norm)
+                finite = [ok and math.isfinite(norm) for ok, norm in zip(finite, norms, strict=True)]
+                if not all(finite) or not self._all_active:
+                    keep = self.active & torch.tensor(finite, device=self.active.device)
+                    flat.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
+            self.value_optimizer.step()
+        if diagnostics:
+            with torch.no_grad():
+                fitted = regression_loss(self.value(obs, positions))
+            self.estimator_metrics = {
+                **self.estimator_metrics,
+                "train/value_loss_fitted": fitted.item() if self.num_seeds is None else fitted.tolist(),
+            }
+        return finite
 
     def stop_seed(self, seed: int) -> None:
         """Seed-stacked: seed ``seed``'s parameters stop moving from the next update on."""
@@ -267,7 +326,13 @@ class A2CLearner:
         columns like any others.
         """
         num_steps, num_envs = buf.num_steps, buf.num_envs
-        values = self.value(buf.flat("all_obs"))
+        positions = None
+        if self.value_uses_time:  # V takes the time left: each observation's position in its episode
+            positions_np = buf.observation_positions()
+            positions = buf.tensor(positions_np.reshape(*positions_np.shape[:-2], -1))
+            values = self.value(buf.flat("all_obs"), positions)
+        else:
+            values = self.value(buf.flat("all_obs"))
         if self.num_seeds is not None:
             values_np = values.detach().cpu().numpy().reshape(self.num_seeds, num_steps + 1, num_envs)
             time_major = [np.moveaxis(x, 0, 1) for x in (buf.rewards_np, values_np, buf.terminated_np,
@@ -277,13 +342,14 @@ class A2CLearner:
                                       gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
             advantages = np.ascontiguousarray(np.moveaxis(advantages, 0, 1))
             returns = np.ascontiguousarray(np.moveaxis(returns, 0, 1))
-            return Targets(values, advantages, buf.tensor(returns.reshape(self.num_seeds, -1)), returns, values_np)
+            return Targets(values, advantages, buf.tensor(returns.reshape(self.num_seeds, -1)), returns, values_np,
+                           positions)  # fmt: skip
         values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
         advantages, returns = gae(
             buf.rewards_np, values_np[:-1], values_np[-1], buf.terminated_np, buf.truncated_np,
             buf.valid_np, gamma=self.gamma, gae_lambda=self.gae_lambda,
         )  # fmt: skip
-        return Targets(values, advantages, buf.tensor(returns.reshape(-1)), returns, values_np)
+        return Targets(values, advantages, buf.tensor(returns.reshape(-1)), returns, values_np, positions)
 
     def make_batch(self, buf: RolloutBuffer, targets: Targets) -> RolloutBatch:
         """The estimator's view of the rollout (time-major, flat), the policy evaluated under grad."""
@@ -329,8 +395,20 @@ class A2CLearner:
         return math.nan if var_r == 0 else float(1.0 - (r - v).var() / var_r)
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "grad_variance": self.grad_variance.state_dict()}
+        state = {"optimizer": self.optimizer.state_dict(), "grad_variance": self.grad_variance.state_dict()}
+        if self.value_optimizer is not None:
+            state["value_optimizer"] = self.value_optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
+        if ("value_optimizer" in state) != self.separate_value:
+            how = {True: "with its own optimizer", False: "jointly with the policy"}
+            raise CheckpointError(
+                f"the checkpoint's value function was trained {how['value_optimizer' in state]}, this run's is "
+                f"trained {how[self.separate_value]}. Fix: use the value.steps, value.lr and value.optimizer of "
+                "the run that wrote it, or a new run directory (hydra.run.dir=...)."
+            )
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.value_optimizer is not None:
+            self.value_optimizer.load_state_dict(state["value_optimizer"])
         self.grad_variance.load_state_dict(state["grad_variance"])

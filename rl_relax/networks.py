@@ -31,6 +31,7 @@ from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 from torch.nn import functional as F
 
+from rl_relax.envs import resolve_spec
 from rl_relax.errors import ConfigError
 
 
@@ -403,14 +404,91 @@ class GaussianPolicy(Policy):
 
 
 class ValueNet(nn.Module):
-    """V(s): the state-value baseline, fit by regression on the returns."""
+    """V(s): the state-value baseline, fit by regression on the returns.
 
-    def __init__(self, obs_dim: int, hidden_sizes, activation, ortho_init):
+    Two options let V know how many steps k = T_limit - t are left before the env's time limit T_limit
+    (t: the observation's position in its episode, 0 for the first):
+
+    - ``time_input``: k / T_limit in [0, 1] is an extra input of the network;
+    - ``horizon_aware`` (Tucker et al. 2018, "The Mirage of Action-Dependent Baselines"): two heads,
+      V(s, k) = V_1(s) + (1 - gamma^k) / (1 - gamma) * rbar(s), with rbar(s) the per-step average reward
+      (k * rbar for gamma = 1). The rbar head's output h is stored at the scale of V: rbar = h / H with
+      H = (1 - gamma^T_limit) / (1 - gamma), so both heads get gradients of the same size; the function
+      class is exactly Tucker's.
+
+    With either, V(s, 0) = 0 exactly: no reward follows the time limit, and such observations (the true
+    final observation of a time-limit truncation) are never regression inputs, so a network output there
+    would be an untrained extrapolation. Truncation at the time limit therefore bootstraps with 0, as in
+    Tucker et al.'s complete-path returns. Positions come from the rollout buffer
+    (:meth:`rl_relax.rollout.RolloutBuffer.observation_positions`) as ``episode_step``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden_sizes,
+        activation,
+        ortho_init,
+        time_input: bool = False,
+        horizon_aware: bool = False,
+        time_limit: int | None = None,
+        gamma: float = 0.99,
+    ):
         super().__init__()
-        self.net = MLP(obs_dim, hidden_sizes, 1, activation, ortho_init, out_gain=1.0)
+        self.time_input, self.horizon_aware = bool(time_input), bool(horizon_aware)
+        self.time_limit = None if time_limit is None else int(time_limit)
+        self.gamma = float(gamma)
+        if self.uses_time:
+            if self.time_limit is None or self.time_limit < 1:
+                raise ValueError(f"a V with the time remaining needs a time limit >= 1, got {time_limit!r}")
+            if not 0.0 < self.gamma <= 1.0:
+                raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+            # Per k = 0..T_limit, exact in float64: k / T_limit, the horizon factor / H, and k > 0.
+            k = np.arange(self.time_limit + 1, dtype=np.float64)
+            horizon = k if self.gamma == 1.0 else -np.expm1(k * math.log(self.gamma)) / (1.0 - self.gamma)
+            tables = {"_time_fraction": k / self.time_limit, "_horizon_fraction": horizon / horizon[-1],
+                      "_alive": (k > 0).astype(np.float64)}  # fmt: skip
+            for name, table in tables.items():  # not persistent: a function of the config, not learned state
+                self.register_buffer(name, torch.from_numpy(table.astype(np.float32)), persistent=False)
+        out = 2 if self.horizon_aware else 1
+        self.net = MLP(obs_dim + int(self.time_input), hidden_sizes, out, activation, ortho_init, out_gain=1.0)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
+    @property
+    def uses_time(self) -> bool:
+        """Whether V takes the observations' positions in their episodes."""
+        return self.time_input or self.horizon_aware
+
+    def steps_left(self, episode_step: torch.Tensor) -> torch.Tensor:
+        """k = T_limit - t, clamped to [0, T_limit], as an index (long)."""
+        assert self.time_limit is not None
+        return (self.time_limit - episode_step.long()).clamp_(0, self.time_limit)
+
+    def forward(self, obs: torch.Tensor, episode_step: torch.Tensor | None = None) -> torch.Tensor:
+        """V for observations (..., B, obs_dim); ``episode_step`` (..., B): their positions, for a time-aware V."""
+        if not self.uses_time:
+            return self.net(obs).squeeze(-1)
+        out, k = self._outputs(obs, episode_step)
+        values = out[..., 0] + self._horizon_fraction[k] * out[..., 1] if self.horizon_aware else out.squeeze(-1)
+        return values * self._alive[k]
+
+    def heads(self, obs: torch.Tensor, episode_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Horizon-aware V: (V_1(s), rbar(s)), with V = V_1 + (1 - gamma^k) / (1 - gamma) * rbar for k > 0."""
+        if not self.horizon_aware:
+            raise ValueError("heads() is for a horizon-aware V (value.horizon_aware=true)")
+        out, _ = self._outputs(obs, episode_step)
+        assert self.time_limit is not None
+        limit = float(self.time_limit)
+        full_horizon = limit if self.gamma == 1.0 else -math.expm1(limit * math.log(self.gamma)) / (1.0 - self.gamma)
+        return out[..., 0], out[..., 1] / full_horizon
+
+    def _outputs(self, obs: torch.Tensor, episode_step: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's outputs (..., B, heads) and the steps left k (..., B)."""
+        if episode_step is None:
+            raise ValueError("this V takes the time remaining: pass the observations' positions (episode_step)")
+        k = self.steps_left(episode_step)
+        if self.time_input:
+            obs = torch.cat([obs, self._time_fraction[k].unsqueeze(-1)], dim=-1)
+        return self.net(obs), k
 
 
 def make_policy(policy_cfg, obs_space: gym.spaces.Box, action_space: gym.spaces.Space) -> Policy:
@@ -428,6 +506,29 @@ def make_policy(policy_cfg, obs_space: gym.spaces.Box, action_space: gym.spaces.
     raise ConfigError(f"unsupported action space {action_space}: use Discrete or Box.")
 
 
-def make_value(value_cfg, obs_space: gym.spaces.Box) -> ValueNet:
+def env_time_limit(env_cfg) -> int | None:
+    """The env's time limit: ``env.make_kwargs.max_episode_steps`` if given, else the spec's ``max_episode_steps``."""
+    spec = resolve_spec(env_cfg.id, env_cfg.get("import_module"))
+    make_kwargs = dict(env_cfg.get("make_kwargs") or {})
+    limit = make_kwargs.get("max_episode_steps", spec.max_episode_steps)
+    return None if limit is None else int(limit)
+
+
+def make_value(value_cfg, obs_space: gym.spaces.Box, env_cfg=None, gamma: float = 0.99) -> ValueNet:
+    """V from the ``value`` config; ``env_cfg`` gives the time limit when V takes the time remaining."""
     obs_dim = int(np.prod(obs_space.shape))
-    return ValueNet(obs_dim, value_cfg.hidden_sizes, value_cfg.activation, value_cfg.ortho_init)
+    time_input, horizon_aware = bool(value_cfg.get("time_input", False)), bool(value_cfg.get("horizon_aware", False))
+    time_limit = None
+    if time_input or horizon_aware:
+        option = "value.time_input" if time_input else "value.horizon_aware"
+        time_limit = None if env_cfg is None else env_time_limit(env_cfg)
+        if time_limit is None or time_limit < 1:
+            env_id = "this env" if env_cfg is None else env_cfg.id
+            raise ConfigError(
+                f"{option}=true needs the env's time limit, and {env_id} has none (no max_episode_steps). "
+                f'Fix: give it one, e.g. env.make_kwargs="{{max_episode_steps: 1000}}", or set {option}=false.'
+            )
+    return ValueNet(
+        obs_dim, value_cfg.hidden_sizes, value_cfg.activation, value_cfg.ortho_init,
+        time_input=time_input, horizon_aware=horizon_aware, time_limit=time_limit, gamma=gamma,
+    )  # fmt: skip

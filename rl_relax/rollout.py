@@ -75,6 +75,23 @@ class RolloutBuffer:
         """
         return self.tensor(self._flat[name])
 
+    def observation_positions(self) -> np.ndarray:
+        """The position in its episode of every stored observation obs[0..T]: (T + 1, N), or (S, T + 1, N).
+
+        A valid step's observation is at ``episode_step[t]``. Observation t + 1 follows step t: after a
+        valid step it is the same episode's next observation (its true final observation when step t
+        ended the episode: position = the episode's length), at ``episode_step[t] + 1``; after a reset
+        slot it is the new episode's first, at 0. A reset slot at t = 0 holds the final observation of an
+        episode that ended in the previous rollout, whose length this rollout does not record: 0 is
+        returned there, and nothing depends on it (the slot's advantage is 0, it is masked out of the
+        value regression, and its regression residual is 0 at the V that computed the targets).
+        """
+        step, valid = self.episode_step_np, self.valid_np
+        positions = np.empty((*step.shape[:-2], self.num_steps + 1, self.num_envs), dtype=np.int64)
+        positions[..., 0, :] = np.where(valid[..., 0, :], step[..., 0, :], 0)
+        positions[..., 1:, :] = np.where(valid, step + 1, 0)
+        return positions
+
     def tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``array`` on the buffer's device (zero-copy on the CPU)."""
         tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array

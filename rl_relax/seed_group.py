@@ -243,7 +243,7 @@ class SeedGroupTrainer:
             self.value = stack_modules([t.value for t in self.trainers])
             self.estimator = stack_modules([t.estimator for t in self.trainers])
             self.learner = A2CLearner(self.policy, self.value, self.estimator, cfg.learner,
-                                      variance_decay=float(cfg.variance.ema_decay))  # fmt: skip
+                                      variance_decay=float(cfg.variance.ema_decay), value_cfg=cfg.value)  # fmt: skip
             if SeedGroupEnv.can_share(cfg.env) and num_seeds > 1:
                 handles = [make_vector_env(cfg.env, num_envs=num_seeds * int(cfg.env.num_envs),
                                            reward_gamma=float(cfg.learner.gamma))]  # fmt: skip
@@ -282,6 +282,9 @@ class SeedGroupTrainer:
         copy_seed_to(self.value, k, t.value)
         copy_seed_to(self.estimator, k, t.estimator)
         t.learner.optimizer.load_state_dict(_slice_optimizer_state(self.learner.optimizer.state_dict(), k))
+        if self.learner.value_optimizer is not None:  # V's own optimizer (value.steps > 1, value.lr, ...)
+            state = _slice_optimizer_state(self.learner.value_optimizer.state_dict(), k)
+            t.learner.value_optimizer.load_state_dict(state)
         variance = self.learner.grad_variance
         t.learner.grad_variance.load_state_dict(
             {"mean": variance.mean[k], "mean_sq": variance.mean_sq[k], "count": variance.count}
@@ -303,6 +306,10 @@ class SeedGroupTrainer:
         self.learner.optimizer.load_state_dict(
             _stack_optimizer_states([t.learner.optimizer.state_dict() for t in self.trainers])
         )
+        if self.learner.value_optimizer is not None:
+            self.learner.value_optimizer.load_state_dict(
+                _stack_optimizer_states([t.learner.value_optimizer.state_dict() for t in self.trainers])
+            )
         variance = self.learner.grad_variance
         variance.load_state_dict({
             "mean": torch.stack([t.learner.grad_variance.mean for t in self.trainers]),

@@ -172,13 +172,14 @@ class Trainer:
         obs_space, action_space = envs.single_observation_space, envs.single_action_space
         obs_dim = int(np.prod(obs_space.shape))
         self.policy = make_policy(cfg.policy, obs_space, action_space).to(self.device)
-        self.value = make_value(cfg.value, obs_space).to(self.device)
+        self.value = make_value(cfg.value, obs_space, cfg.env, float(cfg.learner.gamma)).to(self.device)
         self.estimator = make_estimator(cfg.estimator)
         self.estimator.bind(self.policy, obs_dim, action_space)
         self.estimator.to(self.device)
         self.learner = A2CLearner(
-            self.policy, self.value, self.estimator, cfg.learner, variance_decay=float(cfg.variance.ema_decay)
-        )
+            self.policy, self.value, self.estimator, cfg.learner, variance_decay=float(cfg.variance.ema_decay),
+            value_cfg=cfg.value,
+        )  # fmt: skip
 
         # Acting noise comes from its own generator, seeded from the run seed and checkpointed.
         self.rng = np.random.default_rng(int(cfg.seed))

@@ -43,17 +43,18 @@ OUT_OF_RANGE = {
     "estimator.cv_lr": [0, -1], "estimator.cv_steps": [0, 1.5], "estimator.temperature_init": [0, -1],
     "estimator.cv_adam_betas": [[0.9, 1.0]], "env.import_module": ["no_such_module_xyz"],
     "estimator._target_": ["no.such.Estimator"], "estimator.cv_time_limit": [0], "estimator.cv_gap_steps": [0],
-    "estimator.cv_inputs": [["state", "state"]],
+    "estimator.cv_inputs": [["state", "state"]], "value.steps": [0, 10**6], "value.lr": [0, -1e-3],
 }  # fmt: skip
 # Values of the generic lists that are legal for a key (so not fuzz cases for it).
 LEGAL = {"logging.progress_interval_s": [1.5, 10**30], "learner.max_grad_norm": [None],
          "env.solved_threshold": [None], "env.import_module": [None], "policy.log_std_init": [-1],
+         "value.lr": [None], "value.optimizer": [None],
          "estimator.cv_time_limit": [None]}  # fmt: skip
 CHOICES = {"device", "sweep_objective", "env.vectorization", "learner.optimizer", "learner.lr_schedule",
-           "logging.progress", "policy.activation", "value.activation", "estimator.activation",
+           "logging.progress", "policy.activation", "value.activation", "value.optimizer", "estimator.activation",
            "estimator.cv_objective", "estimator.cv_lr_schedule", "estimator.state_baseline"}  # fmt: skip
 NULLABLE_KIND = {"env.solved_threshold": "float", "env.import_module": "string", "env.make_kwargs": "mapping",
-                 "estimator.cv_time_limit": "int"}  # fmt: skip
+                 "value.lr": "float", "estimator.cv_time_limit": "int"}  # fmt: skip
 
 
 def kind_of(key: str, value) -> str:
