@@ -330,8 +330,10 @@ def _scale(advantage_map: Callable[[torch.Tensor], torch.Tensor]) -> float:
 
 # ----------------------------------------------------------------------------------------- per-sample gradients
 def one_step_batch(policy: Policy, obs: torch.Tensor, action: torch.Tensor, advantage: float,
-                   noise: dict[str, torch.Tensor], episode_step: int) -> RolloutBatch:  # fmt: skip
-    """One valid step as a (T = 1, N = 1) rollout with weight 1, so that g_hat is the per-step term g_t."""
+                   noise: dict[str, torch.Tensor], episode_step: int,
+                   value: float | None = None) -> RolloutBatch:  # fmt: skip
+    """One valid step as a (T = 1, N = 1) rollout with weight 1, so that g_hat is the per-step term g_t
+    (``value``: V(s), for estimators whose control variate reads it)."""
     dist_params = policy(obs[None])
     actions = action[None]
     return RolloutBatch(
@@ -341,7 +343,7 @@ def one_step_batch(policy: Policy, obs: torch.Tensor, action: torch.Tensor, adva
         dist_params=dist_params, log_prob=policy.log_prob(dist_params, actions),
         noise={k: v[None] for k, v in noise.items()}, policy=policy,
         theta_net=list(policy.net.parameters()), theta_direct=policy.direct_parameters(),
-        step_weights=torch.ones(1), num_envs=1,
+        step_weights=torch.ones(1), num_envs=1, state_values=None if value is None else torch.full((1,), float(value)),
     )  # fmt: skip
 
 
@@ -350,8 +352,8 @@ class AffinityError(ConfigError):
 
 
 def per_sample_gradients(policy: Policy, estimator: Estimator, obs: torch.Tensor, actions: torch.Tensor,
-                         noise: dict[str, torch.Tensor], episode_step: int,
-                         check_affine: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                         noise: dict[str, torch.Tensor], episode_step: int, check_affine: bool = False,
+                         value: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """psi_k (the score function at advantage 1) and r_k (the estimator at advantage 0) for K actions at one state.
 
     With ``check_affine`` the estimator at advantage 2.5 is compared with r + 2.5 psi (an
@@ -361,11 +363,11 @@ def per_sample_gradients(policy: Policy, estimator: Estimator, obs: torch.Tensor
     scores, rests = [], []
     for k in range(actions.shape[0]):
         noise_k = {key: value[k] for key, value in noise.items()}
-        batch = one_step_batch(policy, obs, actions[k], 1.0, noise_k, episode_step)
+        batch = one_step_batch(policy, obs, actions[k], 1.0, noise_k, episode_step, value)
         scores.append(score_estimator.gradient(batch))
-        rests.append(estimator.gradient(one_step_batch(policy, obs, actions[k], 0.0, noise_k, episode_step)))
+        rests.append(estimator.gradient(one_step_batch(policy, obs, actions[k], 0.0, noise_k, episode_step, value)))
         if check_affine and k == 0:
-            direct = estimator.gradient(one_step_batch(policy, obs, actions[k], 2.5, noise_k, episode_step))
+            direct = estimator.gradient(one_step_batch(policy, obs, actions[k], 2.5, noise_k, episode_step, value))
             affine = rests[0] + 2.5 * scores[0]
             scale = affine.abs().max().clamp_min(1e-6)
             if not torch.allclose(direct, affine, rtol=1e-4, atol=1e-5 * float(scale)):
@@ -556,7 +558,7 @@ class VarianceAnatomy:
             score, rest = per_sample_gradients(
                 self.policy, self.estimator, torch.from_numpy(obs_np[0]), torch.from_numpy(out.action),
                 {key: torch.from_numpy(np.asarray(v)) for key, v in noise.items()}, slot.episode_step,
-                check_affine=m == 0,
+                check_affine=m == 0, value=value,
             )  # fmt: skip
             samples.append(StateSamples(score, rest, torch.from_numpy(advantages).double(), value))
             if progress is not None:

@@ -8,6 +8,8 @@ steps) and many rollouts, the means of
 
 must both be zero within a few standard errors. Dividing by the number of valid transitions instead
 (the old normalisation) fails the same test: those terms then have a nonzero mean of order 1/batch.
+The same holds for RELAX with ``state_baseline=variance`` (b_phi(s) replaces V(s) in the score weight,
+c_phi reads V, the time and the distribution parameters too), and for its state part b_phi alone.
 """
 
 from __future__ import annotations
@@ -49,10 +51,23 @@ class EndsOnAction(gym.Env):
         return obs, 0.0 if ends else 1.0 + float(obs[0]), ends, False, {}
 
 
+VARIANCE_BASELINE = {"state_baseline": "variance", "cv_inputs": ["state", "value", "time", "dist_params"],
+                     "cv_time_limit": 3}  # fmt: skip
+VARIANTS = ("relax", "relax_variance_baseline", "variance_baseline_alone")
+
+
 @functools.cache
-def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
-    """z-scores of E[g_relax - g_baseline] and E[mean_t grad log pi V] over many small rollouts."""
-    learner = make_learner(lambda: RelaxEstimator(name="relax"), discrete=True)
+def mean_differences(old_normalisation: bool, variant: str = "relax") -> tuple[np.ndarray, np.ndarray]:
+    """z-scores of E[g_relax - g_baseline] and E[mean_t grad log pi V] over many small rollouts.
+
+    ``variant``: RELAX as configured by default, with ``state_baseline=variance`` (b_phi and c_phi far from
+    zero), or with c_phi set to zero so that only the variance-trained state baseline differs from V.
+    """
+    options = {} if variant == "relax" else VARIANCE_BASELINE
+    learner = make_learner(lambda: RelaxEstimator(name="relax", **options), discrete=True)
+    if variant == "variance_baseline_alone":
+        torch.nn.init.zeros_(learner.estimator.cv.net.layers[-1].weight)
+        torch.nn.init.zeros_(learner.estimator.cv.net.layers[-1].bias)
     for p in learner.value.parameters():  # a V far from zero and far from the true values
         p.data.normal_(0.0, 1.0)
     relax, baseline = learner.estimator, BaselineEstimator()
@@ -72,7 +87,8 @@ def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
     )
     collector.start(envs.reset(seed=0)[0])
     relax_minus_baseline, value_term = [], []
-    for _ in range(SAMPLES):
+    # b_phi - V alone is a smaller term than the control variate's: twice the rollouts give its power check power.
+    for _ in range(SAMPLES * (2 if variant == "variance_baseline_alone" else 1)):
         collector.collect()
         targets = learner.targets(buf)
         batch = learner.make_batch(buf, targets)  # weights valid / (T * GROUPS * N): each group's, averaged
@@ -95,12 +111,16 @@ def mean_differences(old_normalisation: bool) -> tuple[np.ndarray, np.ndarray]:
     return z(relax_minus_baseline), z(value_term)
 
 
-def test_every_estimator_has_the_same_expectation_with_the_constant_normaliser():
-    z_cv, z_value = mean_differences(old_normalisation=False)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_estimator_has_the_same_expectation_with_the_constant_normaliser(variant):
+    z_cv, z_value = mean_differences(old_normalisation=False, variant=variant)
     assert z_cv.max() < 4.5 and z_value.max() < 4.5, (z_cv.max(), z_value.max())
 
 
-@pytest.mark.parametrize("which", ["control variate", "state value"])
-def test_dividing_by_the_number_of_valid_transitions_fails_the_same_test(which):
-    z_cv, z_value = mean_differences(old_normalisation=True)
+@pytest.mark.parametrize(
+    ("variant", "which"),
+    [("relax", "control variate"), ("relax", "state value"), ("variance_baseline_alone", "control variate")],
+)
+def test_dividing_by_the_number_of_valid_transitions_fails_the_same_test(variant, which):
+    z_cv, z_value = mean_differences(old_normalisation=True, variant=variant)
     assert (z_cv if which == "control variate" else z_value).max() > 4.5, (z_cv.max(), z_value.max())

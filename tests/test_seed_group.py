@@ -25,6 +25,12 @@ from rl_relax.train import objective, train
 from tests.conftest import compose_config, read_scalars
 
 SHORT = ["total_timesteps=1200", "checkpoint.interval_steps=400", "env.vectorization=sync"]
+CV_OPTIONS = ["estimator.cv_inputs=[state,value,time,dist_params]", "estimator.cv_time_limit=500",
+              "estimator.state_baseline=variance", "estimator.cv_warmup_steps=3", "estimator.cv_lr_schedule=linear",
+              "estimator.cv_gap_interval=7", "estimator.cv_gap_steps=3", "estimator.cv_term_norms_interval=5",
+              "estimator.cv_steps=2"]  # fmt: skip
+VALUE_LEVERS = ["value.horizon_aware=true", "value.time_input=true", "value.steps=3", "value.lr=1e-3",
+                "value.optimizer=adam"]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +84,12 @@ def train_group_and_singles(tmp_path: Path, *overrides: str, seeds=(3, 4)) -> No
         ("env=CartPole", "estimator=relax", "learner.ent_coef=0.01", "learner.normalize_advantage=true"),
         ("env=CartPole", "estimator=dlax", "estimator.cv_steps=2", "estimator.cv_objective=dist_params"),
         ("env=Pendulum", "estimator=lax", "env.normalize_observation=true", "learner.optimizer=adam"),
+        # the control-variate options (README "Estimators"), diagnostics included
+        ("env=CartPole", "estimator=relax", *CV_OPTIONS),
+        # the value levers, with a 30-step time limit so that episodes also truncate (V = 0 at the limit)
+        ("env=CartPole", "estimator=relax", "env.make_kwargs={max_episode_steps: 30}", *VALUE_LEVERS),
     ],
-    ids=["baseline", "relax", "dlax", "lax"],
+    ids=["baseline", "relax", "dlax", "lax", "cv_options", "value_levers"],
 )
 def test_each_seed_of_a_group_follows_its_single_run(tmp_path, overrides):
     train_group_and_singles(tmp_path, *overrides)
