@@ -53,6 +53,16 @@ def test_dlax_update_equals_plain_double_backprop(objective, ent_coef, cv_steps)
     check_update_matches_reference(factory, True, cv_steps=cv_steps, ent_coef=ent_coef)
 
 
+def test_dlax_with_its_control_variate_options_equals_plain_double_backprop():
+    def factory():
+        return DlaxEstimator(
+            name="dlax", cv_steps=2, cv_lr=0.01, cv_inputs=["state", "value", "time", "dist_params"], cv_time_limit=7,
+            state_baseline="variance", cv_warmup_steps=2, cv_gap_interval=1, cv_gap_steps=2, cv_term_norms_interval=1,
+        )  # fmt: skip
+
+    check_update_matches_reference(factory, True, cv_steps=2, ent_coef=0.01)
+
+
 def test_dlax_refuses_continuous_actions():
     with pytest.raises(ConfigError, match="estimator=lax"):
         DlaxEstimator(name="dlax").bind(GaussianProblem().policy, NUM_STATES, gym.spaces.Box(-1, 1, (2,)))

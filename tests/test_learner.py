@@ -47,6 +47,55 @@ def test_control_variate_update_equals_plain_double_backprop(estimator_cls, disc
     check_update_matches_reference(factory, discrete, cv_steps=cv_steps, ent_coef=ent_coef)
 
 
+#: Control-variate options (README "Estimators") that change what phi is and how it is trained.
+CV_OPTIONS = {
+    "all-inputs-variance-baseline-warmup": {
+        "cv_inputs": ["state", "value", "time", "dist_params"], "cv_time_limit": 7, "state_baseline": "variance",
+        "cv_warmup_steps": 2,
+    },
+    "value-time-schedule-diagnostics": {
+        "cv_inputs": ["value", "time"], "cv_time_limit": 7, "cv_lr_schedule": "linear", "cv_gap_interval": 1,
+        "cv_gap_steps": 3, "cv_term_norms_interval": 1,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("estimator_cls", "discrete"), [(RelaxEstimator, True), (LaxEstimator, False)])
+@pytest.mark.parametrize("options", CV_OPTIONS.values(), ids=CV_OPTIONS)
+@pytest.mark.parametrize(("objective", "ent_coef", "cv_steps"), [("variance", 0.0, 1), ("dist_params", 0.01, 2)])
+def test_control_variate_options_keep_the_update_equal_to_plain_double_backprop(
+    estimator_cls, discrete, options, objective, ent_coef, cv_steps
+):
+    def factory():
+        return estimator_cls(name="cv", cv_objective=objective, cv_steps=cv_steps, cv_lr=0.01, **options)
+
+    check_update_matches_reference(factory, discrete, cv_steps=cv_steps, ent_coef=ent_coef)
+
+
+def test_a_warm_up_after_the_first_gradient_fails_the_comparison():
+    """Power: the comparison notices warm-up steps taken after the first update's gradient instead of before."""
+
+    class LateWarmup(RelaxEstimator):
+        def estimate(self, batch):
+            steps, self.cv_warmup_steps = self.cv_warmup_steps, 0
+            surrogate = super().estimate(batch)
+            self.cv_warmup_steps = steps
+            return surrogate
+
+        def learn(self, g_hat):
+            metrics = super().learn(g_hat)
+            for _ in range(self.cv_warmup_steps):
+                self.step_control_variate(*self.objective_gradient(self._last_batch.reevaluated()))
+            return metrics
+
+        def surrogate(self, batch):
+            self._last_batch = batch
+            return super().surrogate(batch)
+
+    with pytest.raises(AssertionError):
+        check_update_matches_reference(lambda: LateWarmup(name="late", cv_lr=0.01, cv_warmup_steps=3), True)
+
+
 class SecondPassRelax(RelaxEstimator):
     """A RELAX variant whose control variate reads the policy network's output by a second forward pass,
     so the surrogate reaches theta other than through batch.dist_params."""
