@@ -71,6 +71,7 @@ VALUE_LEVERS: dict[str, list[str]] = {
 CV_LEVERS: dict[str, list[str]] = {
     "cv warm-up": ["estimator.cv_warmup_steps=200", "estimator.cv_steps=3"],
     "variance-trained state baseline": ["estimator.state_baseline=variance"],
+    "cv inputs V, dist params": ["estimator.cv_inputs=[state,value,dist_params]"],
 }
 
 
