@@ -124,3 +124,73 @@ def test_every_estimator_has_the_same_expectation_with_the_constant_normaliser(v
 def test_dividing_by_the_number_of_valid_transitions_fails_the_same_test(variant, which):
     z_cv, z_value = mean_differences(old_normalisation=True, variant=variant)
     assert (z_cv if which == "control variate" else z_value).max() > 4.5, (z_cv.max(), z_value.max())
+
+
+# ----------------------------------------------------------------------------- a time-aware V (value.*)
+TIME_LIMIT = 3
+
+
+@functools.cache
+def time_aware_mean_differences(hindsight: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`mean_differences` for RELAX with a time-input, horizon-aware V far from zero, on EndsOnAction
+    under a 3-step time limit (positions 0-2, truncations at the limit, V = 0 there); also the number of
+    truncations seen.
+
+    ``hindsight`` is the deliberately wrong variant: V is told the time left as it turned out (one step when
+    this step's action ends the episode), which depends on a_t, so grad log pi V no longer has mean zero.
+    """
+    from rl_relax.learner import A2CLearner
+    from rl_relax.networks import ValueNet
+    from tests.update_reference import learner_cfg
+
+    base = make_learner(lambda: RelaxEstimator(name="relax"), discrete=True)
+    torch.manual_seed(2)
+    value = ValueNet(3, [8, 8], "tanh", True, time_input=True, horizon_aware=True, time_limit=TIME_LIMIT)
+    for p in value.parameters():
+        p.data.normal_(0.0, 1.0)
+    learner = A2CLearner(base.policy, value, base.estimator, learner_cfg())
+    relax, baseline = learner.estimator, BaselineEstimator()
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(
+        gym.vector.SyncVectorEnv(
+            [lambda: gym.wrappers.TimeLimit(EndsOnAction(), TIME_LIMIT)] * (GROUPS * NUM_ENVS),
+            autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+        )
+    )
+    buf = RolloutBuffer(NUM_STEPS, GROUPS * NUM_ENVS, 3, learner.policy, {"u": (3,), "v": (3,)}, torch.device("cpu"))
+    collector = RolloutCollector(SimpleNamespace(envs=envs, episode_stats=envs), learner.policy, buf,
+                                 np.random.default_rng(0), ("u",), relax.extra_noise)  # fmt: skip
+    collector.start(envs.reset(seed=0)[0])
+    relax_minus_baseline, value_term, truncations = [], [], 0
+    for _ in range(SAMPLES):
+        collector.collect()
+        truncations += int(buf.truncated_np.sum())
+        targets = learner.targets(buf)
+        batch = learner.make_batch(buf, targets)
+        grads = torch.autograd.grad(relax.surrogate(batch) - baseline.surrogate(batch), batch.theta, retain_graph=True)
+        relax_minus_baseline.append(torch.cat([g.reshape(-1) for g in grads]))
+        values = torch.from_numpy(targets.values_np[:-1].reshape(-1).copy())  # V(s_t, t) as the learner used it
+        if hindsight:
+            positions = np.where(buf.terminated_np, TIME_LIMIT - 1, buf.observation_positions()[:-1])
+            with torch.no_grad():
+                values = value(batch.obs, torch.from_numpy(positions.reshape(-1)))
+        grads = torch.autograd.grad(batch.mean(batch.log_prob * values), batch.theta)
+        value_term.append(torch.cat([g.reshape(-1) for g in grads]))
+    envs.close()
+
+    def z(samples):
+        samples = torch.stack(samples).double()
+        return (samples.mean(0).abs() / (samples.std(0) / len(samples) ** 0.5)).numpy()
+
+    return z(relax_minus_baseline), z(value_term), truncations
+
+
+def test_a_time_aware_value_keeps_every_estimator_unbiased(one_torch_thread):
+    z_cv, z_value, truncations = time_aware_mean_differences(hindsight=False)
+    assert truncations > 100  # the time limit was reached (V = 0 bootstraps) many times
+    assert z_cv.max() < 4.5 and z_value.max() < 4.5, (z_cv.max(), z_value.max())
+
+
+def test_a_value_told_the_time_left_in_hindsight_fails_the_same_test(one_torch_thread):
+    """Power check: a V whose time input depends on whether this step's action ends the episode is caught."""
+    _, z_value, _ = time_aware_mean_differences(hindsight=True)
+    assert z_value.max() > 4.5, z_value.max()
