@@ -139,7 +139,8 @@ class A2CLearner:
         #: Seed-stacked: which seeds still train (the trainer stops solved or diverged ones, :meth:`stop_seed`).
         self.active = torch.ones(seeds, dtype=torch.bool, device=device)
         self._all_active = True
-        #: Scalars the estimator reported with its last estimate (logged as they are).
+        #: Scalars of the last update, logged as they are: the estimator's (from ``learn``), and with V's own
+        #: optimizer ``train/value_loss_fitted`` on logged updates.
         self.estimator_metrics: dict[str, float] = {}
         self.grad_variance = OnlineGradientVariance(
             (*seeds, self.num_policy_params), decay=variance_decay, device=self.flat.data.device
