@@ -48,7 +48,7 @@ from rl_relax.estimators.baseline import BaselineEstimator
 from rl_relax.evaluation import PeriodicEvaluation
 from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger, run_hparams
-from rl_relax.networks import make_policy, make_value
+from rl_relax.networks import env_time_limit, make_policy, make_value
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
 from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside, remove_stale_temporary_files
 from rl_relax.signals import StopSignals
@@ -174,7 +174,7 @@ class Trainer:
         self.policy = make_policy(cfg.policy, obs_space, action_space).to(self.device)
         self.value = make_value(cfg.value, obs_space, cfg.env, float(cfg.learner.gamma)).to(self.device)
         self.estimator = make_estimator(cfg.estimator)
-        self.estimator.bind(self.policy, obs_dim, action_space)
+        self.estimator.bind(self.policy, obs_dim, action_space, time_limit=env_time_limit(cfg.env))
         self.estimator.to(self.device)
         self.learner = A2CLearner(
             self.policy, self.value, self.estimator, cfg.learner, variance_decay=float(cfg.variance.ema_decay),

@@ -273,7 +273,6 @@ def test_a_run_logs_the_schedule_and_the_diagnostics(run_training, tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "fix"),
     [
-        ({"cv_inputs": ["state", "time"]}, "estimator.cv_time_limit="),
         ({"cv_inputs": ["state", "action"]}, "estimator.cv_inputs=[state]"),
         ({"cv_inputs": ["state", "state"]}, "estimator.cv_inputs=[state]"),
         ({"state_baseline": "mse"}, "estimator.state_baseline=regression"),
@@ -293,11 +292,23 @@ def test_a_variance_baseline_with_normalised_advantages_is_refused():
     cfg = compose_config("estimator=relax", "estimator.state_baseline=variance", "learner.normalize_advantage=true")
     with pytest.raises(ConfigError, match=r"learner\.normalize_advantage=false"):
         validate(cfg)
-    cfg = compose_config("estimator=relax", "estimator.cv_inputs=[state,time]")
-    with pytest.raises(ConfigError, match="cv_time_limit"):
-        from rl_relax.trainer import make_estimator
 
-        make_estimator(cfg.estimator)
+
+def test_the_time_input_divides_by_the_envs_time_limit_unless_told_otherwise(tmp_path):
+    from rl_relax.trainer import Trainer
+
+    def time_limit(*overrides):
+        trainer = Trainer(compose_config("estimator=relax", "estimator.cv_inputs=[state,time]", *overrides), tmp_path)
+        trainer.env.close()
+        return trainer.estimator.cv_time_limit
+
+    assert time_limit() == 500  # CartPole-v1's spec
+    assert time_limit("env.make_kwargs={max_episode_steps: 200}") == 200
+    assert time_limit("estimator.cv_time_limit=50") == 50
+    problem = BanditProblem()
+    with pytest.raises(ConfigError, match=r"estimator\.cv_time_limit=") as info:
+        RelaxEstimator(name="r", cv_inputs=["state", "time"]).bind(problem.policy, 3, problem.space, time_limit=None)
+    assert "\n" not in str(info.value)
 
 
 # ------------------------------------------------------------------------ the variance anatomy

@@ -25,7 +25,7 @@ from rl_relax.train import objective, train
 from tests.conftest import compose_config, read_scalars
 
 SHORT = ["total_timesteps=1200", "checkpoint.interval_steps=400", "env.vectorization=sync"]
-CV_OPTIONS = ["estimator.cv_inputs=[state,value,time,dist_params]", "estimator.cv_time_limit=500",
+CV_OPTIONS = ["estimator.cv_inputs=[state,value,time,dist_params]",  # time: divided by the env's time limit
               "estimator.state_baseline=variance", "estimator.cv_warmup_steps=3", "estimator.cv_lr_schedule=linear",
               "estimator.cv_gap_interval=7", "estimator.cv_gap_steps=3", "estimator.cv_term_norms_interval=5",
               "estimator.cv_steps=2"]  # fmt: skip

@@ -128,8 +128,11 @@ class Estimator(nn.Module):
         super().__init__()
         self.name = name or type(self).__name__
 
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
-        """Called once before training: check the action space, build what the estimator learns."""
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
+        """Called once before training: check the action space, build what the estimator learns.
+
+        ``time_limit``: the env's episode time limit (None if it has none), for estimators that use it.
+        """
 
     #: Whether :meth:`set_progress` must be called before every update (a schedule over training).
     uses_progress: bool = False

@@ -162,9 +162,6 @@ def _check_options(
     if cv_time_limit is not None and not count(cv_time_limit, 1):
         fail(f"estimator.cv_time_limit={cv_time_limit!r} must be a positive integer (or null)",
              "estimator.cv_time_limit=500")  # fmt: skip
-    if "time" in inputs and cv_time_limit is None:
-        fail("estimator.cv_inputs has time (the episode step divided by estimator.cv_time_limit), but "
-             "estimator.cv_time_limit is null", "estimator.cv_time_limit=<the env's time limit, e.g. 500>")  # fmt: skip
 
 
 class ControlVariateEstimator(Estimator):
@@ -269,11 +266,22 @@ class ControlVariateEstimator(Estimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------- phi
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+    def resolve_time_limit(self, time_limit: int | None) -> None:
+        """``cv_time_limit=null`` takes the env's time limit (subclasses call this first in :meth:`bind`)."""
+        if "time" in self.cv_inputs and self.cv_time_limit is None:
+            if time_limit is None or time_limit < 1:
+                raise ConfigError(
+                    "estimator.cv_inputs has time (the episode step divided by the time limit), but this env has no "
+                    "time limit. Fix: estimator.cv_time_limit=<the episode length to divide by, e.g. 1000>."
+                )
+            self.cv_time_limit = int(time_limit)
+
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
         """Subclasses build their networks, then call this last: the state baseline b_phi is built (if
         asked for), phi moves to the policy's device and gets its optimizer now, so that building it
         (torch's optimizers import a lot on first use) never lands inside training."""
-        super().bind(policy, obs_dim, action_space)
+        self.resolve_time_limit(time_limit)
+        super().bind(policy, obs_dim, action_space, time_limit)
         if self.state_baseline == "variance":
             self.state_baseline_net = StateBaselineNet(self._feature_dim, self.hidden_sizes, self.activation)
         self.to(next(policy.parameters()).device)

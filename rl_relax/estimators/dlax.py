@@ -55,7 +55,7 @@ class DlaxEstimator(ControlVariateEstimator):
             torch.tensor(float(np.log(temperature_init))), requires_grad=bool(learn_temperature)
         )
 
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ConfigError(
                 f"estimator=dlax needs a Discrete action space, this env has {action_space}. "
@@ -64,7 +64,7 @@ class DlaxEstimator(ControlVariateEstimator):
         num_actions = int(action_space.n)
         features = self.feature_dim(obs_dim, dist_dim=num_actions)
         self.cv = ControlVariateNet(features, num_actions, self.hidden_sizes, self.activation)
-        super().bind(policy, obs_dim, action_space)
+        super().bind(policy, obs_dim, action_space, time_limit)
 
     def relaxed_cv(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """c(s, z) = c_phi(s, softmax(z / tau)), s given as c_phi's input features."""

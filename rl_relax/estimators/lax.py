@@ -35,7 +35,7 @@ class LaxEstimator(ControlVariateEstimator):
 
     noise_keys = ("eps",)
 
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
         if not isinstance(action_space, gym.spaces.Box):
             raise ConfigError(
                 f"estimator=lax needs a continuous (Box) action space, this env has {action_space}. "
@@ -44,7 +44,7 @@ class LaxEstimator(ControlVariateEstimator):
         act_dim = int(np.prod(action_space.shape))
         features = self.feature_dim(obs_dim, dist_dim=2 * act_dim)
         self.cv = ControlVariateNet(features, act_dim, self.hidden_sizes, self.activation)
-        super().bind(policy, obs_dim, action_space)
+        super().bind(policy, obs_dim, action_space, time_limit)
 
     def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
         means = batch.dist_params.detach()

@@ -51,7 +51,7 @@ class RelaxEstimator(ControlVariateEstimator):
         )
         self.num_actions = 0
 
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space) -> None:
+    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
         if not isinstance(action_space, gym.spaces.Discrete):
             raise ConfigError(
                 f"estimator=relax needs a Discrete action space, this env has {action_space}. "
@@ -60,7 +60,7 @@ class RelaxEstimator(ControlVariateEstimator):
         self.num_actions = int(action_space.n)
         features = self.feature_dim(obs_dim, dist_dim=self.num_actions)
         self.cv = ControlVariateNet(features, self.num_actions, self.hidden_sizes, self.activation)
-        super().bind(policy, obs_dim, action_space)
+        super().bind(policy, obs_dim, action_space, time_limit)
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"v": (self.num_actions,)}
