@@ -267,7 +267,7 @@ class ControlVariateEstimator(Estimator):
 
     # ------------------------------------------------------------------------------- phi
     def resolve_time_limit(self, time_limit: int | None) -> None:
-        """``cv_time_limit=null`` takes the env's time limit (subclasses call this first in :meth:`bind`)."""
+        """``cv_time_limit=null`` takes the env's time limit (called by :meth:`bind`, before anything is built)."""
         if "time" in self.cv_inputs and self.cv_time_limit is None:
             if time_limit is None or time_limit < 1:
                 raise ConfigError(
