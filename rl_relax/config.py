@@ -186,6 +186,8 @@ SCHEMA: dict[str, tuple[Check, str]] = {
     "learner.rmsprop_alpha": (number(0, 1, hi_open=True), "0.99"),
     "learner.eps": (number(0), "1e-5"),
     "learner.adam_betas": (betas, "[0.9,0.999]"),
+    "learner.batch": (choice(("steps", "episodes")), "steps"),
+    "learner.episodes_per_update": (positive(integer=True, hi=1_000_000), "1"),
     "variance.ema_decay": (number(0, 1, lo_open=True, hi_open=True), "0.99"),
     "variance.interval_steps": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
     "variance.num_batches": (number(2, 1_000_000, integer=True, what="an integer >= 2"), "100"),
@@ -231,6 +233,7 @@ ESTIMATOR_SCHEMA: dict[str, tuple[Check, str]] = {
     "estimator.cv_inputs": (cv_inputs, "[state]"),
     "estimator.cv_time_limit": (positive(integer=True, hi=MAX_COUNT, nullable=True), "500 (or null)"),
     "estimator.state_baseline": (choice(("regression", "variance")), "regression"),
+    "estimator.conditional_sampler": (choice(("exact", "biased_released_code")), "exact"),
     "estimator.cv_gap_interval": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
     "estimator.cv_gap_steps": (positive(integer=True, hi=1_000_000), "100"),
     "estimator.cv_term_norms_interval": (number(0, MAX_COUNT, integer=True, what="an integer >= 0 (0 = off)"), "0"),
@@ -304,11 +307,34 @@ def validate(cfg: Any) -> None:
             "Fix: e.g. learner.num_steps=5."
         )
     validate_estimator(cfg.estimator)
+    validate_episode_batches(cfg)
     if cfg.estimator.get("state_baseline") == "variance" and cfg.learner.normalize_advantage:
         raise ConfigError(
             "estimator.state_baseline=variance replaces the advantages' state baseline V(s) by b_phi(s), so there "
             "are no advantages for learner.normalize_advantage=true to standardise. "
             "Fix: learner.normalize_advantage=false (or estimator.state_baseline=regression)."
+        )
+
+
+def validate_episode_batches(cfg: DictConfig) -> None:
+    """``learner.batch=episodes`` (complete episodes of one env per update): what it cannot be combined with."""
+    if cfg.learner.get("batch", "steps") != "episodes":
+        return
+    if int(cfg.env.num_envs) != 1:
+        raise ConfigError(
+            f"learner.batch=episodes fills each update with complete episodes of one env, but env.num_envs="
+            f"{cfg.env.num_envs}. Fix: env.num_envs=1 (learner.episodes_per_update=E puts E episodes in an update)."
+        )
+    if int(cfg.get("num_seeds", 1)) > 1:
+        raise ConfigError(
+            f"learner.batch=episodes cannot train num_seeds={cfg.num_seeds} seeds in one process: each seed's "
+            "episodes end at different steps, and a seed group steps every seed in lockstep. Fix: num_seeds=1, "
+            "one process per seed (e.g. a multirun over seed='range(10)')."
+        )
+    if int(cfg.variance.get("anatomy_interval_steps", 0)):
+        raise ConfigError(
+            "variance.anatomy_interval_steps needs learner.batch=steps: the variance anatomy decomposes n-step "
+            "rollouts bootstrapped with V, not Monte Carlo episodes. Fix: variance.anatomy_interval_steps=0."
         )
 
 

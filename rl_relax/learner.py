@@ -9,8 +9,10 @@ S is the estimator's surrogate of this update (``Estimator.estimate``), grad_the
 backward pass gives the whole gradient; g_hat alone (the policy part of it when there is no entropy
 term) then goes back to ``Estimator.learn``, which trains whatever the estimator learns, before
 theta moves (:mod:`rl_relax.estimators.base`). R_t and A_t = R_t - V_old(s_t) come from
-:func:`rl_relax.returns.gae`. Every mean uses the same constant normaliser T N (see
-:meth:`rl_relax.estimators.base.RolloutBatch.mean` for why not the number of valid transitions).
+:func:`rl_relax.returns.gae` (with ``learner.batch=episodes``, from :func:`rl_relax.returns.monte_carlo`:
+the return to the end of each complete episode, never bootstrapped). Every mean uses the same constant
+normaliser T N, the buffer's slots (see :meth:`rl_relax.estimators.base.RolloutBatch.mean` for why not the
+number of valid transitions).
 The global gradient norm is clipped to ``max_grad_norm``, then one optimizer step updates policy
 and value together (as in stable-baselines3's A2C).
 
@@ -50,7 +52,7 @@ from rl_relax.errors import CheckpointError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator, RolloutBatch
 from rl_relax.networks import Policy, ValueNet
 from rl_relax.optim import FlatParameters, make_optimizer
-from rl_relax.returns import gae
+from rl_relax.returns import gae, monte_carlo
 from rl_relax.rollout import RolloutBuffer
 from rl_relax.variance import OnlineGradientVariance
 
@@ -103,6 +105,8 @@ class A2CLearner:
         self.gamma, self.gae_lambda = float(learner_cfg.gamma), float(learner_cfg.gae_lambda)
         self.ent_coef, self.vf_coef = float(learner_cfg.ent_coef), float(learner_cfg.vf_coef)
         self.normalize_advantage = bool(learner_cfg.normalize_advantage)
+        # Episode batches (learner.batch=episodes): Monte Carlo returns of complete episodes, no bootstrapping.
+        self.monte_carlo = str(learner_cfg.get("batch", "steps")) == "episodes"
         self.lr_schedule = str(learner_cfg.lr_schedule)
         # theta: the network's parameters, then the distribution's direct ones (Gaussian log-std).
         self.theta_net, self.theta_direct = list(policy.net.parameters()), list(policy.direct_parameters())
@@ -321,7 +325,8 @@ class A2CLearner:
 
     # ------------------------------------------------------------------------------- the batch
     def targets(self, buf: RolloutBuffer) -> Targets:
-        """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy.
+        """V on all T + 1 observations in one forward pass; GAE(lambda) on the host copy (Monte Carlo
+        returns of the complete episodes with ``learner.batch=episodes``, :func:`rl_relax.returns.monte_carlo`).
 
         Seed-stacked, the buffer's arrays are (S, T, N): GAE runs on (T, S, N) views, for it S N
         columns like any others.
@@ -339,13 +344,20 @@ class A2CLearner:
             time_major = [np.moveaxis(x, 0, 1) for x in (buf.rewards_np, values_np, buf.terminated_np,
                                                          buf.truncated_np, buf.valid_np)]  # fmt: skip
             rewards, values_t, terminated, truncated, valid = time_major
-            advantages, returns = gae(rewards, values_t[:-1], values_t[-1], terminated, truncated, valid,
-                                      gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
+            if self.monte_carlo:
+                advantages, returns = monte_carlo(rewards, values_t[:-1], terminated | truncated, valid, self.gamma)
+            else:
+                advantages, returns = gae(rewards, values_t[:-1], values_t[-1], terminated, truncated, valid,
+                                          gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
             advantages = np.ascontiguousarray(np.moveaxis(advantages, 0, 1))
             returns = np.ascontiguousarray(np.moveaxis(returns, 0, 1))
             return Targets(values, advantages, buf.tensor(returns.reshape(self.num_seeds, -1)), returns, values_np,
                            positions)  # fmt: skip
         values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
+        if self.monte_carlo:
+            advantages, returns = monte_carlo(buf.rewards_np, values_np[:-1], buf.terminated_np | buf.truncated_np,
+                                              buf.valid_np, self.gamma)  # fmt: skip
+            return Targets(values, advantages, buf.tensor(returns.reshape(-1)), returns, values_np, positions)
         advantages, returns = gae(
             buf.rewards_np, values_np[:-1], values_np[-1], buf.terminated_np, buf.truncated_np,
             buf.valid_np, gamma=self.gamma, gae_lambda=self.gae_lambda,

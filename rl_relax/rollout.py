@@ -12,6 +12,11 @@ numbers as per-step evaluation at a fraction of the cost.
 
 Everything is staged in NumPy arrays during collection (acting runs in NumPy, see
 :mod:`rl_relax.networks`) and handed to torch once per rollout.
+
+Two kinds of batch (``learner.batch``): ``steps`` (:class:`RolloutCollector`, the default) fills
+T = ``learner.num_steps`` steps of every env, episodes running on across updates; ``episodes``
+(:class:`EpisodeCollector`, the RELAX paper's discrete protocol) fills the buffer with complete episodes
+of one env, starting each update with a fresh episode, and leaves the slots after the last one invalid.
 """
 
 from __future__ import annotations
@@ -104,6 +109,8 @@ class EpisodeRecord:
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    #: Env steps taken, when a collector counts them (:class:`EpisodeCollector`); None: a full buffer's T N.
+    env_steps: int | None = None
 
 
 class RolloutCollector:
@@ -167,3 +174,101 @@ class RolloutCollector:
         self._reset_pending = done[-1]
         np.putmask(buf.episode_step_np, ~buf.valid_np, -1)  # reset slots belong to no episode
         return episodes
+
+
+def episode_capacity(time_limit: int, episodes_per_update: int) -> int:
+    """Slots an :class:`EpisodeCollector` buffer needs: E episodes of at most ``time_limit`` steps, with a
+    NEXT_STEP reset slot between consecutive ones."""
+    return episodes_per_update * time_limit + episodes_per_update - 1
+
+
+class EpisodeCollector(RolloutCollector):
+    """Fills a buffer of one env with ``episodes_per_update`` complete episodes (``learner.batch=episodes``).
+
+    Each update starts a fresh episode: if the previous update's last episode ended (it always has, after
+    the first update), gymnasium's NEXT_STEP reset step is taken first, outside the buffer (its action is
+    ignored by the env, so none is drawn). Episode e then fills the next slots up to its last step;
+    between two episodes of one update the reset step is an ordinary invalid slot, as in a
+    :class:`RolloutCollector` buffer. The slots after the last episode's end are invalid padding: their
+    observation is the episode's true final observation (also ``obs[len]``), action 0, reward 0, no
+    termination, and noise 0.5 (in every sampler's domain, so that masked terms stay finite).
+
+    The buffer has T = :func:`episode_capacity` slots, so an update's batch average keeps the constant
+    normaliser T (:meth:`rl_relax.estimators.base.RolloutBatch.mean`), whatever the episodes' lengths.
+    ``collect`` returns the episodes with ``env_steps``, the env steps actually taken: the episodes'
+    lengths summed (reset steps are not steps of any episode and are not counted).
+    """
+
+    def __init__(
+        self,
+        env: VectorEnvHandle,
+        policy: Policy,
+        buffer: RolloutBuffer,
+        rng: np.random.Generator,
+        noise_keys: Sequence[str] = (),
+        extra_noise: ExtraNoiseFn | None = None,
+        episodes_per_update: int = 1,
+    ):
+        if buffer.num_envs != 1 or buffer.obs_np.ndim != 3:
+            raise ValueError("an EpisodeCollector fills the buffer of one env (num_envs=1, no seed dimension)")
+        if episodes_per_update < 1:
+            raise ValueError(f"episodes_per_update must be >= 1, got {episodes_per_update}")
+        super().__init__(env, policy, buffer, rng, noise_keys, extra_noise)
+        self.episodes_per_update = int(episodes_per_update)
+        self._ignored_action = self.policy.env_action(np.zeros_like(buffer.actions_np[0]))
+
+    def collect(self) -> EpisodeRecord:
+        """Fill the buffer with ``episodes_per_update`` complete episodes; return them, with ``env_steps``."""
+        buf, step, stats = self.buffer, self.env.envs.step, self.env.episode_stats
+        episodes = EpisodeRecord()
+        if self._reset_pending[0]:  # NEXT_STEP: this step only resets the env (action ignored, nothing to store)
+            self._next_obs = step(self._ignored_action)[0]
+        ended, env_steps, reset_slot = 0, 0, False
+        for t in range(buf.num_steps):
+            buf.episode_step_np[t] = -1 if reset_slot else stats.episode_lengths
+            buf.obs_np[t] = self._next_obs.reshape(1, -1)
+            out = self.policy.act(buf.obs_np[t], self.rng)
+            buf.actions_np[t] = out.action
+            for key in self.noise_keys:
+                buf.noise_np[key][t] = out.noise[key]
+            if self.extra_noise is not None:
+                for key, value in self.extra_noise(out.action, self.rng).items():
+                    buf.noise_np[key][t] = value
+            obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
+            buf.rewards_np[t] = rewards
+            buf.terminated_np[t] = terminated
+            buf.truncated_np[t] = truncated
+            buf.valid_np[t] = not reset_slot
+            self._next_obs = obs
+            if "_episode" in infos and infos["_episode"].any():
+                episodes.returns.extend(infos["episode"]["r"][infos["_episode"]].tolist())
+                episodes.lengths.extend(infos["episode"]["l"][infos["_episode"]].tolist())
+            if reset_slot:
+                reset_slot = False
+                continue
+            env_steps += 1
+            if terminated[0] or truncated[0]:
+                ended += 1
+                if ended == self.episodes_per_update:
+                    self._pad(t + 1)
+                    self._reset_pending[0] = True
+                    episodes.env_steps = env_steps
+                    return episodes
+                reset_slot = True
+        raise RuntimeError(
+            f"{self.episodes_per_update} episode(s) did not end within {buf.num_steps} steps: the env ran past "
+            "the time limit the buffer was sized for (env.make_kwargs.max_episode_steps or its spec's)"
+        )
+
+    def _pad(self, start: int) -> None:
+        """Slots ``start`` .. T - 1 invalid, ``obs[start:]`` the last episode's true final observation."""
+        buf = self.buffer
+        buf.obs_np[start:] = self._next_obs.reshape(1, -1)
+        buf.actions_np[start:] = 0
+        buf.rewards_np[start:] = 0.0
+        buf.terminated_np[start:] = False
+        buf.truncated_np[start:] = False
+        buf.valid_np[start:] = False
+        buf.episode_step_np[start:] = -1
+        for noise in buf.noise_np.values():
+            noise[start:] = 0.5

@@ -4,8 +4,11 @@ Data flows one way: config -> vector env -> rollout (the policy acts, noise stor
 estimator + learner update -> TensorBoard / checkpoint / summary.json.
 
 Step accounting: every vector step counts ``env.num_envs`` env steps (including NEXT_STEP reset
-slots, as stable-baselines3 counts). Training stops after the first update at which the count
-reaches ``total_timesteps``, so that is a lower bound exceeded by less than one rollout.
+slots, as stable-baselines3 counts). With episode batches (``learner.batch=episodes``) an update counts
+the env steps it actually took, its episodes' lengths summed (reset steps excluded), so step counts,
+logging and checkpoint cadences, episodes-to-solve steps and fps are in real env steps. Training stops
+after the first update at which the count reaches ``total_timesteps``, so that is a lower bound exceeded
+by less than one rollout (one batch of episodes).
 
 Robustness (README "Checkpoints, resume"): the run holds an exclusive lock on its directory; stop
 signals are checked once per update, then a checkpoint is written and ``summary.json`` says
@@ -34,7 +37,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from rl_relax import checkpoint as ckpt
-from rl_relax.config import resolve_device, validate
+from rl_relax.config import MAX_ROLLOUT, resolve_device, validate
 from rl_relax.envs import VectorEnvHandle, make_vector_env, seed_vector_env, threshold_for
 from rl_relax.errors import (
     CheckpointError,
@@ -49,7 +52,7 @@ from rl_relax.evaluation import PeriodicEvaluation
 from rl_relax.learner import A2CLearner
 from rl_relax.logger import Progress, TensorBoardLogger, run_hparams
 from rl_relax.networks import env_time_limit, make_policy, make_value
-from rl_relax.rollout import RolloutBuffer, RolloutCollector
+from rl_relax.rollout import EpisodeCollector, RolloutBuffer, RolloutCollector, episode_capacity
 from rl_relax.rundir import RunDirectoryLock, move_previous_run_aside, remove_stale_temporary_files
 from rl_relax.signals import StopSignals
 from rl_relax.variance import SampledVarianceProbe
@@ -90,6 +93,26 @@ def make_estimator(estimator_cfg: DictConfig) -> Estimator:
     if not isinstance(estimator, Estimator):
         raise ConfigError(f"estimator._target_ {estimator_cfg._target_!r} is not an rl_relax Estimator.")
     return estimator
+
+
+def episode_batch_slots(env_cfg: DictConfig, episodes_per_update: int) -> int:
+    """The slots of an episode batch's buffer (:func:`rl_relax.rollout.episode_capacity`): the env's time limit
+    bounds every episode; an env without one, or a buffer too large, is a one-line :class:`ConfigError`."""
+    time_limit = env_time_limit(env_cfg)
+    if time_limit is None or time_limit < 1:
+        raise ConfigError(
+            f"learner.batch=episodes sizes its buffer by the env's time limit, and {env_cfg.id} has none (no "
+            'max_episode_steps). Fix: give it one, e.g. env.make_kwargs="{max_episode_steps: 1000}", or '
+            "learner.batch=steps."
+        )
+    slots = episode_capacity(time_limit, episodes_per_update)
+    if slots > MAX_ROLLOUT:
+        raise ConfigError(
+            f"learner.episodes_per_update={episodes_per_update} episodes of up to {time_limit} steps need "
+            f"{slots:,} slots, above the {MAX_ROLLOUT:,} a rollout buffer may hold. Fix: e.g. "
+            "learner.episodes_per_update=1."
+        )
+    return slots
 
 
 def write_json_atomic(path: Path, data: dict[str, Any], intact: Path | None = None) -> None:
@@ -359,6 +382,8 @@ class Trainer:
         return {
             "env_id": self.cfg.env.id,
             "estimator": self.estimator.name,
+            # null for an unbiased estimator; else what makes it biased (e.g. the released code's RELAX sampler)
+            "estimator_bias": getattr(self.estimator, "bias_note", None),
             "seed": int(self.cfg.seed),
             "total_timesteps": int(self.cfg.total_timesteps),
             "timesteps": self.global_step,
@@ -501,8 +526,10 @@ class Trainer:
         if fresh:
             tb.config(cfg)
             tb.hparams_start(self._hparams)  # once per run: a resumed session continues the same session
-        steps_per_update = self.buffer.num_steps * self.buffer.num_envs
+        steps_per_update = self.buffer.num_steps * self.buffer.num_envs  # with episode batches: each counts its own
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
+        episode_batches = isinstance(self.collector, EpisodeCollector)
+        log_interval = int(cfg.logging.interval_steps)
         ckpt_interval = int(cfg.checkpoint.interval_steps)
         next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
         variance_interval = int(cfg.variance.interval_steps)
@@ -532,13 +559,19 @@ class Trainer:
                 if linear_lr:
                     self.learner.set_progress(self.global_step / total)
                 episodes = self.collector.collect()
-                self.global_step += steps_per_update
+                if episode_batches:  # the steps this batch of episodes took; logged when a multiple is crossed
+                    steps_per_update = episodes.env_steps
+                    self.global_step += steps_per_update
+                    log_due = self.global_step // log_interval > (self.global_step - steps_per_update) // log_interval
+                else:
+                    self.global_step += steps_per_update
+                    log_due = (self.updates + 1) % log_every == 0
                 self.updates += 1
                 if episodes.returns:
                     self._record_episodes(episodes.returns, episodes.lengths)
                 solved_now = self.stop_requested()
                 last = self.global_step >= total or solved_now
-                log_now = last or stop.requested or self.updates % log_every == 0
+                log_now = last or stop.requested or log_due
                 stats = self.learner.update(self.buffer, self.global_step, diagnostics=log_now)
                 sums["train/policy_loss"] += stats.policy_loss
                 sums["train/value_loss"] += stats.value_loss
@@ -607,9 +640,14 @@ class Trainer:
         obs_dim = int(np.prod(env.envs.single_observation_space.shape))
         noise_shapes = {k: self.policy.noise_shapes[k] for k in self.estimator.noise_keys}
         noise_shapes.update(self.estimator.extra_noise_shapes())
+        extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
+        if self.cfg.learner.get("batch", "steps") == "episodes":
+            episodes = int(self.cfg.learner.episodes_per_update)
+            buffer = RolloutBuffer(episode_batch_slots(self.cfg.env, episodes), 1, obs_dim, self.policy, noise_shapes,
+                                   self.device)  # fmt: skip
+            return EpisodeCollector(env, self.policy, buffer, rng, self.estimator.noise_keys, extra, episodes)
         buffer = RolloutBuffer(int(self.cfg.learner.num_steps), int(self.cfg.env.num_envs), obs_dim, self.policy,
                                noise_shapes, self.device)  # fmt: skip
-        extra = self.estimator.extra_noise if self.estimator.extra_noise_shapes() else None
         return RolloutCollector(env, self.policy, buffer, rng, self.estimator.noise_keys, extra)
 
     def _variance_probe(self) -> SampledVarianceProbe:

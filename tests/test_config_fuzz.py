@@ -44,6 +44,7 @@ OUT_OF_RANGE = {
     "estimator.cv_adam_betas": [[0.9, 1.0]], "env.import_module": ["no_such_module_xyz"],
     "estimator._target_": ["no.such.Estimator"], "estimator.cv_time_limit": [0], "estimator.cv_gap_steps": [0],
     "estimator.cv_inputs": [["state", "state"]], "value.steps": [0, 10**6], "value.lr": [0, -1e-3],
+    "learner.episodes_per_update": [0, 10**7], "estimator.conditional_sampler": ["biased", "released_code"],
 }  # fmt: skip
 # Values of the generic lists that are legal for a key (so not fuzz cases for it).
 LEGAL = {"logging.progress_interval_s": [1.5, 10**30], "learner.max_grad_norm": [None],
@@ -52,7 +53,8 @@ LEGAL = {"logging.progress_interval_s": [1.5, 10**30], "learner.max_grad_norm": 
          "estimator.cv_time_limit": [None]}  # fmt: skip
 CHOICES = {"device", "sweep_objective", "env.vectorization", "learner.optimizer", "learner.lr_schedule",
            "logging.progress", "policy.activation", "value.activation", "value.optimizer", "estimator.activation",
-           "estimator.cv_objective", "estimator.cv_lr_schedule", "estimator.state_baseline"}  # fmt: skip
+           "estimator.cv_objective", "estimator.cv_lr_schedule", "estimator.state_baseline", "learner.batch",
+           "estimator.conditional_sampler"}  # fmt: skip
 NULLABLE_KIND = {"env.solved_threshold": "float", "env.import_module": "string", "env.make_kwargs": "mapping",
                  "value.lr": "float", "estimator.cv_time_limit": "int"}  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import ClassVar
 
 import gymnasium as gym
@@ -14,7 +15,12 @@ from rl_relax.errors import ConfigError
 from rl_relax.estimators.base import RolloutBatch
 from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
 from rl_relax.networks import Policy
-from rl_relax.samplers import conditional_gumbel, relaxed_categorical
+from rl_relax.samplers import biased_conditional_gumbel, conditional_gumbel, relaxed_categorical
+
+log = logging.getLogger("rl_relax")
+
+#: ``estimator.conditional_sampler``: the exact p(z | a, theta), or the released RL code's biased one (full name only).
+CONDITIONAL_SAMPLERS = ("exact", "biased_released_code")
 
 
 class RelaxEstimator(ControlVariateEstimator):
@@ -36,6 +42,11 @@ class RelaxEstimator(ControlVariateEstimator):
     detached). With ``state_baseline=variance`` the score weight is R_t - b_phi(s_t) - c(s_t, z~_t)
     (:meth:`score_offset`): the full control variate b_phi + c_phi, all trained on the variance
     objective, as in the paper's discrete experiments (where c_phi(s, z) is the only baseline).
+
+    ``conditional_sampler=biased_released_code`` swaps in the released RL code's sampler, which sets
+    z~_b = log theta_b + g(v_b) (:func:`rl_relax.samplers.biased_conditional_gumbel`): biased, accepted only
+    under that full name, warned about at construction and recorded as ``estimator_bias`` in summary.json.
+    It exists to reproduce the paper's CartPole and LunarLander numbers as they were obtained (App. E).
     """
 
     noise_keys = ("u",)
@@ -44,8 +55,29 @@ class RelaxEstimator(ControlVariateEstimator):
     #: z~ ~ p(z | a, theta); a class attribute so that tests can swap in a deliberately biased sampler.
     conditional_sampler = staticmethod(conditional_gumbel)
 
-    def __init__(self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, **kwargs):
+    #: Why this estimator is biased (summary.json's ``estimator_bias``); None: it is unbiased.
+    bias_note: str | None = None
+
+    def __init__(
+        self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, conditional_sampler: str = "exact",
+        **kwargs,
+    ):  # fmt: skip
         super().__init__(*args, **kwargs)
+        if conditional_sampler not in CONDITIONAL_SAMPLERS:
+            raise ConfigError(
+                f"estimator.conditional_sampler={conditional_sampler!r} is not one of "
+                f"{', '.join(CONDITIONAL_SAMPLERS)} (the released code's biased sampler only by its full name). "
+                "Fix: estimator.conditional_sampler=exact."
+            )
+        self.conditional_sampler_name = conditional_sampler
+        if conditional_sampler == "biased_released_code":  # for reproducing the paper's discrete numbers only
+            self.conditional_sampler = biased_conditional_gumbel
+            self.bias_note = (
+                "conditional_sampler=biased_released_code: the released RELAX code's 'slightly biased' conditional "
+                "sampler (z~_b = log theta_b + g(v_b)), so the gradient estimate is biased"
+            )
+            log.warning("estimator %s: BIASED gradient estimates: %s; for reproducing the paper's CartPole and "
+                        "LunarLander numbers only", self.name, self.bias_note)  # fmt: skip
         self.log_temperature = nn.Parameter(
             torch.tensor(float(np.log(temperature_init))), requires_grad=bool(learn_temperature)
         )
