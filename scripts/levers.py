@@ -8,8 +8,10 @@
 Protocol: the paper's (``experiment=paper_<env>``: env version, solved criterion, step budget), every
 run to the full budget (no early stop, so that a run that solves and then collapses is seen).
 
-Rows (``ROWS``): our A2C (``baseline``) and the env's control-variate estimator (``relax`` / ``lax``),
-each alone and with each variance lever of README "Variance levers" alone and combined.
+Rows (``rows_for``): our A2C (``baseline``) and the env's control-variate estimator (``relax`` / ``lax``),
+each alone and with each variance lever (README "Value-function levers", "Estimators") alone and
+combined; and the paper's own protocol (``PAPER_FAITHFUL``: episode batches, not searched, one process
+per seed), compared with the same tuned baseline row.
 
 Search, the same for every row: the 9 configurations of ``GRID`` (the policy's learning rate crossed
 with the control variate's, or for baseline with the entropy bonus), each run on the selection seeds
@@ -75,6 +77,21 @@ CV_LEVERS: dict[str, list[str]] = {
 }
 
 
+# The paper's own protocol (README "The paper's experiments"): no search (the paper does not report its
+# chosen learning rate; experiment=paper_faithful_<env> uses the middle of its grid), one process per seed
+# (episode batches do not run in seed groups). Its rows are compared with our tuned baseline row.
+PAPER_FAITHFUL: dict[str, dict[str, tuple[str, list[str]]]] = {
+    "CartPole": {
+        "paper-faithful baseline": ("baseline", []),
+        "paper-faithful relax": ("relax", []),
+        "paper-faithful relax, released code's biased sampler": (
+            "relax",
+            ["estimator.conditional_sampler=biased_released_code"],
+        ),
+    },
+}
+
+
 def rows_for(env: str) -> dict[str, tuple[str, list[str]]]:
     """row name -> (estimator, lever overrides)."""
     cv = CV_ESTIMATOR[env]
@@ -88,7 +105,21 @@ def rows_for(env: str) -> dict[str, tuple[str, list[str]]]:
     # time input and horizon-aware V together: the horizon-aware form already knows the time remaining.
     rows["baseline + all value levers"] = ("baseline", [o for v in VALUE_LEVERS.values() for o in v])
     rows[f"{cv} + all levers"] = (cv, everything)
+    rows.update(PAPER_FAITHFUL.get(env, {}))
     return rows
+
+
+def is_paper_faithful(row: str) -> bool:
+    return row.startswith("paper-faithful")
+
+
+def paper_faithful_commands(env: str, estimator: str, overrides: list[str], row_dir: Path, budget: int) -> list:
+    return [
+        [sys.executable, "-m", "rl_relax.train", f"experiment=paper_faithful_{env}", f"estimator={estimator}",
+         *overrides, f"seed={seed}", f"variance.interval_steps={budget // 5}", "logging.progress=never",
+         "checkpoint.interval_steps=50000", f"hydra.run.dir={row_dir / 'report' / f'seed{seed}'}"]
+        for seed in range(REPORT_SEED, REPORT_SEED + REPORT_COUNT)
+    ]  # fmt: skip
 
 
 def grid(estimator: str) -> dict[str, list[str]]:
@@ -231,6 +262,8 @@ def main() -> None:
         commands = []
         for row in chosen:
             estimator, overrides = all_rows[row]
+            if is_paper_faithful(row):
+                continue
             for config in configurations(estimator):
                 name = slug(",".join(f"{k}={v}" for k, v in config.items()))
                 commands.append(group_command(
@@ -242,11 +275,15 @@ def main() -> None:
     selected = {}
     for row in chosen:
         estimator, _ = all_rows[row]
-        selected[row] = select(args.env, row, estimator, env_dir / slug(row), threshold, budget)
+        if not is_paper_faithful(row):
+            selected[row] = select(args.env, row, estimator, env_dir / slug(row), threshold, budget)
     if not args.tabulate_only:  # the reported seeds
         commands = []
         for row in chosen:
             estimator, overrides = all_rows[row]
+            if is_paper_faithful(row):
+                commands += paper_faithful_commands(args.env, estimator, overrides, env_dir / slug(row), budget)
+                continue
             best = selected[row][0]
             config = [f"{k}={best[k]}" for k in grid(estimator)]
             commands.append(group_command(
@@ -289,10 +326,13 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
             key: [v for r in runs for _, v in r["scalars"].get(f"variance/share_{key}", [])[:1]]
             for key in ("state", "action", "trajectory")
         }
-        best = selected[row][0]
+        chosen_settings = (
+            f"experiment=paper_faithful_{args.env} (not searched)" if is_paper_faithful(row)
+            else " ".join(f"{k}={selected[row][0][k]}" for k in grid(estimator))
+        )  # fmt: skip
         table.append({
             "row": row, "estimator": estimator, "levers": " ".join(overrides) or "-",
-            "selected": " ".join(f"{k}={best[k]}" for k in grid(estimator)),
+            "selected": chosen_settings,
             "solved": f"{len(solved)}/{len(runs)}",
             "episodes_to_solve": _ms([s["episodes_to_solve"] for s in solved]),
             "steps_to_solve": _ms([s["steps_to_solve"] for s in solved], 0),
