@@ -241,6 +241,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
     parser.add_argument("--jobs", type=int, default=2, help="group processes at a time")
     parser.add_argument("--tabulate-only", action="store_true", help="no training: tabulate the existing runs")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train the given rows only (not the baseline row compared with); no table")  # fmt: skip
     parser.add_argument("--runs-dir", type=Path, default=RUNS)
     output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
@@ -252,7 +254,7 @@ def main() -> None:
     unknown = [r for r in chosen if r not in all_rows]
     if unknown:
         parser.error(f"unknown rows {unknown}; the rows are: {', '.join(all_rows)}")
-    if "baseline" not in chosen:
+    if "baseline" not in chosen and not args.train_only:
         chosen = ["baseline", *chosen]  # every row is compared with the tuned baseline
     args.out = output_dir.resolve(parser, args, "levers", COMMITTED)
     threshold, budget = env_protocol(args.env)
@@ -291,7 +293,8 @@ def main() -> None:
                 [f"variance.interval_steps={budget // 5}", f"variance.anatomy_interval_steps={budget // 2}"],
             ))  # fmt: skip
         run_groups(commands, args.jobs)
-    tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir)
+    if not args.train_only:
+        tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir)
 
 
 def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> None:
