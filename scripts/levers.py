@@ -157,7 +157,8 @@ def run_groups(commands: list[list[str]], jobs: int) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "levers.log", "a") as log:
             code = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-        print(f"{'done' if code == 0 else f'exit {code}'}: {run_dir.relative_to(ROOT)}", flush=True)
+        shown = run_dir.relative_to(ROOT) if run_dir.is_relative_to(ROOT) else run_dir
+        print(f"{'done' if code == 0 else f'exit {code}'}: {shown}", flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(one, commands))
