@@ -76,7 +76,7 @@ def overrides(option: str, estimator: str, seed: int, num_seeds: int, steps: int
 
 # One training process: build, report ready, wait for the go line on stdin, train, report the timing.
 TRAIN = """
-import json, resource, sys, time
+import json, resource, signal, sys, time
 from hydra import compose, initialize_config_module
 from rl_relax.errors import TrainingInterrupted
 from rl_relax.seed_group import SeedGroupTrainer
@@ -87,6 +87,7 @@ with initialize_config_module("rl_relax.configs", version_base="1.3"):
 trainer = (SeedGroupTrainer if int(cfg.num_seeds) > 1 else Trainer)(cfg, sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # run() stops on it; a late one (after run()) must not kill the report
 start = time.time()
 try:
     result = trainer.run()
@@ -200,8 +201,8 @@ def _fail(case: Case, way: str, proc: subprocess.Popen, err: Path) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    raise RuntimeError(f"benchmark subprocess failed ({case.option} {case.estimator} S={case.num_seeds} "
-                       f"threads={case.threads} {way}):\n{err.read_text()[-3000:]}")  # fmt: skip
+    raise RuntimeError(f"benchmark subprocess failed ({case.option} {case.estimator} S={case.num_seeds} threads="
+                       f"{case.threads} {way}, exit code {proc.returncode}):\n{err.read_text()[-3000:]}")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- where the time goes
