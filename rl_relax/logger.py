@@ -100,9 +100,9 @@ class TensorBoardLogger:
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
-    def config(self, cfg: DictConfig) -> None:
-        """Once per run: the resolved config as text, and the Custom Scalars layout."""
-        yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    def config(self, cfg: DictConfig, yaml: str | None = None) -> None:
+        """Once per run: the resolved config as text (``yaml`` if already rendered), and the Custom Scalars layout."""
+        yaml = OmegaConf.to_yaml(cfg, resolve=True) if yaml is None else yaml
         self.writer.add_text("config", "```yaml\n" + yaml + "\n```", global_step=0)
         self.writer.add_custom_scalars(CUSTOM_SCALARS)
 

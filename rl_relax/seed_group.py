@@ -439,7 +439,7 @@ class SeedGroupTrainer:
         cfg, trainers = self.cfg, self.trainers
         if fresh:
             for t, tb in zip(trainers, loggers, strict=True):
-                tb.config(t.cfg)
+                tb.config(t.cfg, t._config_yaml())
                 tb.hparams_start(t._hparams)
         steps_per_update = self.buffer.num_steps * self.buffer.num_envs
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))

@@ -524,7 +524,7 @@ class Trainer:
         """The training loop; True when it ran to the end (or solved), False when a stop signal came."""
         cfg = self.cfg
         if fresh:
-            tb.config(cfg)
+            tb.config(cfg, self._config_yaml())
             tb.hparams_start(self._hparams)  # once per run: a resumed session continues the same session
         steps_per_update = self.buffer.num_steps * self.buffer.num_envs  # with episode batches: each counts its own
         log_every = max(1, math.ceil(cfg.logging.interval_steps / steps_per_update))
