@@ -177,6 +177,10 @@ class Progress:
             for handler in self._terminal_handlers():
                 self._wrap(handler)
 
+    def due(self) -> bool:
+        """Whether :meth:`update` would draw or log now (callers skip computing its arguments otherwise)."""
+        return self.enabled and time.monotonic() - self._last >= self.interval
+
     def update(self, step: int, fps: float, mean_return: float | None, force: bool = False) -> None:
         now = time.monotonic()
         if not self.enabled or (not force and now - self._last < self.interval):

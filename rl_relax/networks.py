@@ -331,9 +331,9 @@ class CategoricalPolicy(Policy):
 
     def draw_noise(self, rng: np.random.Generator, out: np.ndarray) -> None:
         rng.random(dtype=np.float32, out=out)
-        np.maximum(out, _U_EPS, out=out)
 
     def action_from_noise(self, params: np.ndarray, noise: np.ndarray) -> ActOutput:
+        np.maximum(noise, _U_EPS, out=noise)  # here rather than per draw: once for all seeds of a group
         scores = np.log(noise)  # params + g with g = -log(-log u), computed in place
         np.negative(scores, out=scores)
         np.log(scores, out=scores)
