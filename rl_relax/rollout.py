@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from rl_relax.envs import VectorEnvHandle
-from rl_relax.networks import Policy
+from rl_relax.networks import ActOutput, Policy
 
 ExtraNoiseFn = Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]
 
@@ -136,6 +136,18 @@ class RolloutCollector:
         self._next_obs = obs
         self._reset_pending = np.zeros(self.buffer.num_envs, dtype=bool)
 
+    def _act(self, t: int) -> ActOutput:
+        """The policy acts on the observations of step t; the action and the noise asked for are stored."""
+        buf = self.buffer
+        out = self.policy.act(buf.obs_np[t], self.rng)
+        buf.actions_np[t] = out.action
+        for key in self.noise_keys:
+            buf.noise_np[key][t] = out.noise[key]
+        if self.extra_noise is not None:
+            for key, value in self.extra_noise(out.action, self.rng).items():
+                buf.noise_np[key][t] = value
+        return out
+
     def collect(self) -> EpisodeRecord:
         """Fill the buffer with ``num_steps`` vector steps; return the episodes that ended."""
         buf, n = self.buffer, self.buffer.num_envs
@@ -148,13 +160,7 @@ class RolloutCollector:
             buf.episode_step_np[t] = stats.episode_lengths
             # Copy the observation before stepping: vector envs may reuse their arrays.
             buf.obs_np[t] = self._next_obs.reshape(n, -1)
-            out = self.policy.act(buf.obs_np[t], self.rng)
-            buf.actions_np[t] = out.action
-            for key in self.noise_keys:
-                buf.noise_np[key][t] = out.noise[key]
-            if self.extra_noise is not None:
-                for key, value in self.extra_noise(out.action, self.rng).items():
-                    buf.noise_np[key][t] = value
+            out = self._act(t)
 
             obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
             buf.rewards_np[t] = rewards
@@ -227,13 +233,7 @@ class EpisodeCollector(RolloutCollector):
         for t in range(buf.num_steps):
             buf.episode_step_np[t] = -1 if reset_slot else stats.episode_lengths
             buf.obs_np[t] = self._next_obs.reshape(1, -1)
-            out = self.policy.act(buf.obs_np[t], self.rng)
-            buf.actions_np[t] = out.action
-            for key in self.noise_keys:
-                buf.noise_np[key][t] = out.noise[key]
-            if self.extra_noise is not None:
-                for key, value in self.extra_noise(out.action, self.rng).items():
-                    buf.noise_np[key][t] = value
+            out = self._act(t)
             obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
             buf.rewards_np[t] = rewards
             buf.terminated_np[t] = terminated
