@@ -30,8 +30,9 @@ final return; episodes to solve with an unsolved seed counted as the episodes it
 
 Runs live in ``runs/levers/<env>/<row>/{search/<config>,report}``; a finished group is skipped and an
 interrupted one resumes from its checkpoints (the product's own resume), so the script can be re-run
-after an interruption. Output: ``levers_<env>.{md,csv}`` and ``levers_<env>.png`` in a new
-``outputs/levers/<date_time>/``, ``--out DIR``, or with ``--update-committed`` in ``results/``.
+after an interruption. Output: ``levers_<env>.{md,csv}``, ``levers_<env>.png`` (learning curves and every
+row's difference to the baseline) and ``levers.md`` (the headline rows of every environment tabulated so far)
+in a new ``outputs/levers/<date_time>/``, ``--out DIR``, or with ``--update-committed`` in ``results/``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ PAPER_FAITHFUL: dict[str, dict[str, tuple[str, list[str]]]] = {
             "relax",
             ["estimator.conditional_sampler=biased_released_code"],
         ),
+    },
+    "InvertedPendulum": {
+        "paper-faithful baseline": ("baseline", []),
+        "paper-faithful lax": ("lax", []),
     },
 }
 
@@ -312,7 +317,7 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
     base_area = per_seed(base, lambda r: area(r, threshold, budget))
     base_return = per_seed(base, lambda r: r["summary"]["final_return_mean"] or 0.0)
     base_cost = per_seed(base, lambda r: episodes_cost(r["summary"]))
-    table = []
+    table, plotted = [], {}
     for row in chosen:
         runs = reports[row]
         estimator, overrides = all_rows[row]
@@ -334,6 +339,8 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
             f"experiment=paper_faithful_{args.env} (not searched)" if is_paper_faithful(row)
             else " ".join(f"{k}={selected[row][0][k]}" for k in grid(estimator))
         )  # fmt: skip
+        plotted[row] = {"curve": mean_curve(runs, budget), "d_area": bootstrap_ci(areas, base_area),
+                        "d_episodes_cost": bootstrap_ci(costs, base_cost)}  # fmt: skip
         table.append({
             "row": row, "estimator": estimator, "levers": " ".join(overrides) or "-",
             "selected": chosen_settings,
@@ -348,6 +355,104 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
             "d_episodes_cost": _ci(bootstrap_ci(costs, base_cost)) if row != "baseline" else "-",
         })  # fmt: skip
     write(args, table, threshold, budget)
+    plot(args.out / f"levers_{args.env}.png", args.env, plotted, threshold, budget)
+    summarize_envs(args.out)
+
+
+CURVE_POINTS = 200
+
+
+def mean_curve(runs: list[dict], budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Env steps, and the mean and standard error over seeds of the 100-episode mean return at each step.
+
+    Each seed's logged points hold until its next one (as in :func:`area`); a seed contributes only up to
+    its last point, so a run cut short does not drag the mean down with invented zeros.
+    """
+    steps = np.linspace(0, budget, CURVE_POINTS)
+    per_seed = np.full((len(runs), CURVE_POINTS), np.nan)
+    for k, run in enumerate(runs):
+        points = run["scalars"].get("rollout/ep_rew_mean", [])
+        if not points:
+            continue
+        at, values = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+        index = np.searchsorted(at, steps, side="left").clip(max=len(at) - 1)
+        per_seed[k] = np.where(steps <= at[-1], values[index], np.nan)
+    counts = np.sum(~np.isnan(per_seed), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(np.where(counts > 0, per_seed, 0.0), axis=0)
+        sem = np.nanstd(per_seed, axis=0, ddof=1) / np.sqrt(counts) if len(runs) > 1 else np.zeros(CURVE_POINTS)
+    mean[counts == 0] = np.nan
+    return steps, mean, sem
+
+
+def plot(path: Path, env: str, plotted: dict, threshold: float, budget: int) -> None:
+    """Left: mean return curves (± 1 standard error over seeds) of the main rows; right: every row's
+    difference to the tuned baseline in area under the return curve, with its 95% bootstrap interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cv = CV_ESTIMATOR[env]
+    main_rows = [r for r in plotted if r in ("baseline", cv, f"{cv} + all levers", "baseline + all value levers")
+                 or is_paper_faithful(r)]  # fmt: skip
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, max(4.5, 0.32 * len(plotted) + 1.5)))
+    for row in main_rows:
+        steps, mean, sem = plotted[row]["curve"]
+        (line,) = left.plot(steps, mean, label=row, lw=1.5)
+        left.fill_between(steps, mean - sem, mean + sem, color=line.get_color(), alpha=0.2, lw=0)
+    left.axhline(threshold, color="k", ls=":", lw=1, label=f"solved ({threshold:g})")
+    left.set(xlabel="environment steps", ylabel="mean return of the last 100 episodes", xlim=(0, budget),
+             title=f"{env}: learning curves (mean ± s.e. over 10 seeds)")  # fmt: skip
+    left.legend(fontsize=7, loc="lower right")
+    rows = [r for r in plotted if r != "baseline" and plotted[r]["d_area"] is not None]
+    for y, row in enumerate(rows):
+        diff, low, high = plotted[row]["d_area"]
+        color = "tab:green" if low > 0 else "tab:red" if high < 0 else "tab:gray"
+        right.errorbar(diff, y, xerr=[[diff - low], [high - diff]], fmt="o", color=color, capsize=3)
+    right.axvline(0.0, color="k", lw=1)
+    right.set_yticks(range(len(rows)), rows, fontsize=8)
+    right.invert_yaxis()
+    right.set(xlabel="difference in area under the return curve (fraction of solved x budget)",
+              title="vs the tuned baseline: mean and 95% bootstrap CI")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def summarize_envs(out: Path) -> None:
+    """``levers.md``: the headline rows of every environment's table in ``out`` (those written so far)."""
+    sections = ["# Variance levers: does RELAX/LAX help, and where?", "",
+                "Generated by `scripts/levers.py` from the per-environment tables beside it "
+                "(`levers_<env>.md`: every row, the search, the selected settings, the variance anatomy). "
+                "Headline rows: our tuned baseline, the control-variate estimator, the row with the "
+                "largest area difference to the baseline, and the paper-faithful rows. d_*: difference to "
+                "the tuned baseline with a 95% bootstrap interval (* = excludes 0).", ""]  # fmt: skip
+    found = False
+    for env in sorted(CV_ESTIMATOR):
+        csv_path = out / f"levers_{env}.csv"
+        if not csv_path.exists():
+            sections += [f"## {env}", "", "Not run (see results/README.md for why).", ""]
+            continue
+        found = True
+        with open(csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        by_name = {r["row"]: r for r in rows}
+        plain = ("baseline", CV_ESTIMATOR[env])
+        levers = [r for r in rows if r["row"] not in plain and not is_paper_faithful(r["row"])]
+        best = max(levers, key=lambda r: float(r["d_area"].split()[0]), default=None)
+        headline = [by_name.get("baseline"), by_name.get(CV_ESTIMATOR[env]), best,
+                    *(r for r in rows if is_paper_faithful(r["row"]))]  # fmt: skip
+        columns = ["row", "solved", "episodes_to_solve", "final_return", "area", "variance_ratio",
+                   "d_area", "d_episodes_cost"]  # fmt: skip
+        sections += [f"## {env} ([all rows](levers_{env}.md))", "", "| " + " | ".join(columns) + " |",
+                     "|" + "---|" * len(columns)]  # fmt: skip
+        sections += ["| " + " | ".join(r[c] for c in columns) + " |" for r in headline if r is not None]
+        sections.append("")
+    if found:
+        (out / "levers.md").write_text("\n".join(sections))
+        print(f"wrote {out / 'levers.md'}")
 
 
 def _ms(values: list[float], digits: int = 1) -> str:
