@@ -10,6 +10,10 @@ gradient step) on the CPU with one torch thread:
 
 Each run also reports its process's peak resident memory.
 
+``--against REV`` adds rl_relax at a git revision (checked out into a temporary worktree) for both of
+its estimators, run alternately with this tree's, and reports this tree's throughput as a ratio of that
+revision's: the side-by-side regression check for a change to the training loop.
+
 Runs alternate between implementations in fresh subprocesses, so machine noise hits all alike; the
 tables report medians and ratios. Output: ``throughput.{md,csv}`` in a new
 ``outputs/bench_throughput/<date_time>/``, in ``--out DIR``, or with ``--update-committed`` in the
@@ -18,6 +22,7 @@ committed ``results/``.
     python scripts/bench_throughput.py                 # 5 runs each
     python scripts/bench_throughput.py --runs 3 --scale 0.5
     python scripts/bench_throughput.py --runs 10 --scale 1.0 --update-committed   # results/throughput.*
+    python scripts/bench_throughput.py --against 06c2aa7 --runs 10       # this tree vs a revision
 
 Needs the bench extra (stable-baselines3): pip install -e ".[bench,mujoco]".
 """
@@ -25,6 +30,7 @@ Needs the bench extra (stable-baselines3): pip install -e ".[bench,mujoco]".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import importlib.util
@@ -36,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,11 +98,16 @@ print(json.dumps({"fps": fps, "peak_rss_mib": resource.getrusage(resource.RUSAGE
 ENVS = [("CartPole", "CartPole-v1", 100_000, "relax"), ("InvertedPendulum", "InvertedPendulum-v5", 50_000, "lax")]
 
 
-def cases(scale: float) -> list[dict]:
+def cases(scale: float, against: str | None = None, against_tree: Path | None = None) -> list[dict]:
     out = []
     for option, env_id, steps, cv_estimator in ENVS:
         steps = int(steps * scale)
         common = {"option": option, "env_id": env_id, "steps": steps}
+        if against is not None:
+            out += [
+                {**common, "impl": f"rl_relax@{against}", "estimator": estimator, "code": OURS, "tree": against_tree}
+                for estimator in ("baseline", cv_estimator)
+            ]
         out += [
             {**common, "impl": "rl_relax", "estimator": "baseline", "code": OURS},
             {**common, "impl": "rl_relax", "estimator": cv_estimator, "code": OURS},
@@ -106,11 +118,15 @@ def cases(scale: float) -> list[dict]:
 
 
 def run_one(case: dict, seed: int) -> dict:
-    """One fresh process: {"fps": env-steps/s, "peak_rss_mib": peak resident memory}."""
+    """One fresh process: {"fps": env-steps/s, "peak_rss_mib": peak resident memory}.
+
+    It runs in the case's source tree (this checkout, or the ``--against`` revision's worktree): ``python -c``
+    puts the working directory first on the import path, so that tree's ``rl_relax`` is the one imported.
+    """
     with tempfile.TemporaryDirectory() as run_dir:
         code = case["code"] % {**case, "seed": seed} + REPORT
         proc = subprocess.run([sys.executable, "-c", code, run_dir], capture_output=True, text=True, check=False,
-                              cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+                              cwd=case.get("tree") or ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed ({case['impl']} {case['option']}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,6 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="runs per case (seeds 0..runs-1)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every run's env steps")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also run rl_relax at this git revision, alternating with this tree (a regression "
+                             "check); writes throughput_against.{md,csv}")  # fmt: skip
     output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
     args.out = output_dir.resolve(parser, args, "bench_throughput", COMMITTED)
@@ -127,10 +146,42 @@ def main() -> None:
         parser.exit(2, 'error: the benchmark compares with stable-baselines3, which is not installed. '
                        'Fix: pip install -e ".[bench,mujoco]"\n')  # fmt: skip
 
-    todo = cases(args.scale)
+    with revision_tree(parser, args.against) as tree:
+        todo = cases(args.scale, args.against, tree)
+        measure(todo, args.runs)
+    write(args, todo)
+
+
+@contextlib.contextmanager
+def revision_tree(parser: argparse.ArgumentParser, revision: str | None) -> Iterator[Path | None]:
+    """A temporary git worktree of ``revision`` (removed afterwards), or None without one."""
+    if revision is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-against-") as parent:
+        tree = Path(parent) / "tree"
+        added = subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        if added.returncode != 0:
+            parser.exit(2, f"error: --against {revision}: git cannot check it out ({added.stderr.strip()}). "
+                           "Fix: name a commit, tag or branch of this repository.\n")  # fmt: skip
+        try:
+            configs = tree / "rl_relax" / "configs"
+            if not configs.exists() and (tree / "configs").is_dir():
+                # The package finds its Hydra configs as rl_relax.configs; an editable install maps that name to
+                # this checkout's configs/, so the revision's own are linked into its package instead.
+                configs.symlink_to(Path("..") / "configs")
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True,
+                           check=False)  # fmt: skip
+
+
+def measure(todo: list[dict], runs: int) -> None:
+    """Every case once per seed, the cases alternating, each in a fresh process."""
     for case in todo:
         case["fps"], case["rss"] = [], []
-    for seed in range(args.runs):
+    for seed in range(runs):
         for case in todo:
             result = run_one(case, seed)
             case["fps"].append(result["fps"])
@@ -140,8 +191,11 @@ def main() -> None:
     for case in todo:
         case["median"], case["rss_median"] = statistics.median(case["fps"]), statistics.median(case["rss"])
 
+
+def write(args: argparse.Namespace, todo: list[dict]) -> None:
+    stem = args.out / ("throughput_against" if args.against else "throughput")
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "throughput.csv", "w", newline="") as fh:
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["env", "estimator", "impl", "num_envs", "steps_per_sec_median", "runs", "num_steps",
                          "peak_rss_mib_median", "all_runs"])  # fmt: skip
@@ -153,7 +207,11 @@ def main() -> None:
         "# Training throughput: rl_relax estimators vs stable-baselines3 A2C (8 envs x 5 steps, CPU, 1 thread)",
         "",
         f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}"
-        f"{output_dir.command_suffix(args)}`  ",
+        + (f" --against {args.against}" if args.against else "")
+        + f"{output_dir.command_suffix(args)}`  ",
+        f"Code: commit {_commit('HEAD')}"
+        + (f"; against {args.against} = commit {_commit(args.against)}" if args.against else "")
+        + "  ",
         f"Date: {dt.date.today().isoformat()}  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {_versions()}  ",
         f"Seeds: 0..{args.runs - 1}; implementations alternate in fresh processes; medians of env-steps/s.  ",
@@ -183,10 +241,24 @@ def main() -> None:
             f"**{cv['median'] / ours['median']:.0%}** (per-seed median {_paired(cv, ours):.0%}); rl_relax baseline "
             f"runs at {ours['median'] / raw['median']:.0%} of the raw env step rate.",
         ]
+        if args.against:
+            then = {name: rows[(f"rl_relax@{args.against}", name)] for name in ("baseline", cv_estimator)}
+            lines += [
+                f"- {env_id}, this tree / {args.against}: baseline "
+                f"**{ours['median'] / then['baseline']['median']:.3f}** (per-seed median "
+                f"{_paired(ours, then['baseline']):.3f}); {cv_estimator} "
+                f"**{cv['median'] / then[cv_estimator]['median']:.3f}** (per-seed median "
+                f"{_paired(cv, then[cv_estimator]):.3f}).",
+            ]
     lines.append("")
-    (args.out / "throughput.md").write_text("\n".join(lines))
+    stem.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))
-    print(f"wrote {args.out / 'throughput'}.{{md,csv}}")
+    print(f"wrote {stem}.{{md,csv}}")
+
+
+def _commit(revision: str) -> str:
+    found = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True)
+    return found.stdout.strip() or "unknown"
 
 
 def _paired(a: dict, b: dict) -> float:
