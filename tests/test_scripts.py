@@ -17,7 +17,7 @@ from scripts import output_dir
 ROOT = Path(__file__).resolve().parents[1]
 # What these scripts would write when updating the committed results (other results/ files are not theirs).
 COMMITTED = ["results/toy/*", "results/learning_*", "results/throughput.*", "results/paper_table.*", "results/paper/*",
-             "results/search/*", "results/seeds.*", "configs/experiment/*"]  # fmt: skip
+             "results/search/*", "results/seeds.*", "results/levers*", "configs/experiment/*"]  # fmt: skip
 # The cheapest invocation of each script (they all check where they will write before any work).
 SCRIPTS = {
     "toy_problem": ["--steps", "1"],
@@ -27,6 +27,7 @@ SCRIPTS = {
                     "--profile-seeds"],
     "paper_table": ["--tabulate-only"],
     "search_hparams": ["--env", "CartPole", "--estimator", "relax", "--select-only"],
+    "levers": ["--env", "CartPole", "--tabulate-only"],
 }  # fmt: skip
 
 
@@ -51,7 +52,8 @@ def test_the_result_scripts_take_the_output_options():
 def test_out_into_committed_results_needs_update_committed(name, tmp_path):
     before = committed_digests()
     committed = "configs/experiment" if name == "search_hparams" else "results"
-    runs_dir = ["--runs-dir", str(tmp_path)] if name in ("check_learning", "paper_table", "search_hparams") else []
+    takes_runs_dir = ("check_learning", "paper_table", "search_hparams", "levers")
+    runs_dir = ["--runs-dir", str(tmp_path)] if name in takes_runs_dir else []
     proc = script(name, *SCRIPTS[name], *runs_dir, "--out", committed)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"--out {committed} holds committed results. Fix: add --update-committed" in proc.stderr
