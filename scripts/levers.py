@@ -73,7 +73,9 @@ VALUE_LEVERS: dict[str, list[str]] = {
 }
 CV_LEVERS: dict[str, list[str]] = {
     "cv warm-up": ["estimator.cv_warmup_steps=200", "estimator.cv_steps=3"],
-    "variance-trained state baseline": ["estimator.state_baseline=variance"],
+    # b_phi(s) replaces V in the score weight, so the advantages stay as computed (LunarLander's protocol
+    # standardises them, which the variance baseline refuses).
+    "variance-trained state baseline": ["estimator.state_baseline=variance", "learner.normalize_advantage=false"],
     "cv inputs V, dist params": ["estimator.cv_inputs=[state,value,dist_params]"],
 }
 
@@ -93,6 +95,10 @@ PAPER_FAITHFUL: dict[str, dict[str, tuple[str, list[str]]]] = {
     "InvertedPendulum": {
         "paper-faithful baseline": ("baseline", []),
         "paper-faithful lax": ("lax", []),
+    },
+    "LunarLander": {
+        "paper-faithful baseline": ("baseline", []),
+        "paper-faithful relax": ("relax", []),
     },
 }
 
@@ -186,17 +192,23 @@ TAGS = ("rollout/ep_rew_mean", "grad/variance_ratio_sampled", "variance/share_st
 def area(run: dict, threshold: float, budget: int) -> float:
     """The 100-episode mean return averaged over the step budget (step-weighted), divided by the threshold.
 
-    Before the first logged point the return counts as the first point's; after the run's last point
-    (a run cut short) as 0 for the remaining budget.
+    Each logged point's value covers the steps since the previous point (the first point's from step 0);
+    after the run's last point (a run cut short) the return counts as 0 for the rest of the budget. A run
+    that diverged scores 0: a training that breaks is a failure, whatever it reached before.
     """
-    points = run["scalars"].get("rollout/ep_rew_mean", [])
-    if not points:
+    points = [(s, v) for s, v in run["scalars"].get("rollout/ep_rew_mean", []) if s <= budget]
+    if not points or run.get("summary", {}).get("status") == "diverged":
         return 0.0
     steps = np.array([s for s, _ in points], dtype=float)
     values = np.array([v for _, v in points], dtype=float)
     edges = np.concatenate([[0.0], steps])
     total = float(np.sum(np.diff(edges) * values))  # each point holds since the previous one
     return total / (budget * abs(threshold)) if threshold else total / budget
+
+
+def ended(summary: dict) -> bool:
+    """Whether a run is over: it finished its budget (or solved, where that stops it), or diverged."""
+    return bool(summary.get("finished")) or summary.get("status") == "diverged"
 
 
 def episodes_cost(summary: dict) -> float:
@@ -222,11 +234,10 @@ def select(env: str, row: str, estimator: str, row_dir: Path, threshold: float, 
     ranked = []
     for config in configurations(estimator):
         runs = seed_runs(row_dir / "search" / slug(",".join(f"{k}={v}" for k, v in config.items())))
-        if len(runs) != SELECTION_COUNT or not all(r["summary"].get("finished") or r["summary"].get("status")
-                                                   == "diverged" for r in runs):  # fmt: skip
+        if len(runs) != SELECTION_COUNT or not all(ended(r["summary"]) for r in runs):
             raise SystemExit(f"error: the search of {env} / {row} lacks finished runs for {config}; "
                              "run it first (without --tabulate-only).")  # fmt: skip
-        areas = [area(r, threshold, budget) if r["summary"].get("status") != "diverged" else 0.0 for r in runs]
+        areas = [area(r, threshold, budget) for r in runs]
         ranked.append({**config, "area_mean": statistics.mean(areas),
                        "solved": sum(r["summary"].get("episodes_to_solve") is not None for r in runs)})  # fmt: skip
     ranked.sort(key=lambda c: -c["area_mean"])
@@ -305,10 +316,12 @@ def main() -> None:
 
 def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> None:
     reports = {row: seed_runs(env_dir / slug(row) / "report") for row in chosen}
-    missing = [row for row, runs in reports.items() if len(runs) != REPORT_COUNT]
+    # summary.json is also written at every checkpoint (finished=false): a running or interrupted seed has one.
+    missing = [row for row, runs in reports.items()
+               if sum(ended(r["summary"]) for r in runs) != REPORT_COUNT]  # fmt: skip
     if missing:
-        raise SystemExit(f"error: rows without {REPORT_COUNT} reported seeds: {missing}; nothing was written. "
-                         "Fix: run them first (without --tabulate-only).")  # fmt: skip
+        raise SystemExit(f"error: rows without {REPORT_COUNT} finished reported seeds: {missing}; nothing was "
+                         "written. Fix: run them (without --tabulate-only; interrupted runs resume).")  # fmt: skip
     base = reports["baseline"]
 
     def per_seed(runs, fn):
@@ -365,8 +378,8 @@ CURVE_POINTS = 200
 def mean_curve(runs: list[dict], budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Env steps, and the mean and standard error over seeds of the 100-episode mean return at each step.
 
-    Each seed's logged points hold until its next one (as in :func:`area`); a seed contributes only up to
-    its last point, so a run cut short does not drag the mean down with invented zeros.
+    Each logged point's value covers the steps since the previous point (as in :func:`area`); a seed
+    contributes only up to its last point, so a run cut short does not drag the mean down with invented zeros.
     """
     steps = np.linspace(0, budget, CURVE_POINTS)
     per_seed = np.full((len(runs), CURVE_POINTS), np.nan)
@@ -377,11 +390,13 @@ def mean_curve(runs: list[dict], budget: int) -> tuple[np.ndarray, np.ndarray, n
         at, values = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
         index = np.searchsorted(at, steps, side="left").clip(max=len(at) - 1)
         per_seed[k] = np.where(steps <= at[-1], values[index], np.nan)
-    counts = np.sum(~np.isnan(per_seed), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.nanmean(np.where(counts > 0, per_seed, 0.0), axis=0)
-        sem = np.nanstd(per_seed, axis=0, ddof=1) / np.sqrt(counts) if len(runs) > 1 else np.zeros(CURVE_POINTS)
-    mean[counts == 0] = np.nan
+    reached = ~np.isnan(per_seed)
+    counts = reached.sum(axis=0)
+    filled = np.where(reached, per_seed, 0.0)
+    mean = np.divide(filled.sum(axis=0), counts, out=np.full(CURVE_POINTS, np.nan), where=counts > 0)
+    squares = np.where(reached, (per_seed - mean) ** 2, 0.0).sum(axis=0)
+    # The standard error where at least two seeds reach the step; 0 (no band) where only one does.
+    sem = np.sqrt(np.divide(squares, counts * (counts - 1.0), out=np.zeros(CURVE_POINTS), where=counts > 1))
     return steps, mean, sem
 
 

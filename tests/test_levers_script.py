@@ -333,16 +333,7 @@ def invalid_configs(commands: list[list[str]]) -> list[str]:
     [
         "CartPole",
         "InvertedPendulum",
-        pytest.param(
-            "LunarLander",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="scripts/levers.py bug: estimator.state_baseline=variance (rows 'relax + variance-trained "
-                "state baseline' and 'relax + all levers') with paper_LunarLander's learner.normalize_advantage="
-                "true is a ConfigError; every search group of those rows would exit at once",
-            ),
-        ),
+        "LunarLander",
     ],
 )
 def test_every_command_is_a_valid_training_config(monkeypatch, tmp_path, env):
@@ -443,8 +434,8 @@ def test_tabulate_refuses_a_row_without_10_reported_seeds_and_writes_nothing(
                  "--out", str(out))  # fmt: skip
     row = remove.split("/")[0]
     assert info.value.code == (
-        f"error: rows without 10 reported seeds: [{row!r}]; nothing was written. Fix: run them first (without "
-        "--tabulate-only)."
+        f"error: rows without 10 finished reported seeds: [{row!r}]; nothing was written. Fix: run them (without "
+        "--tabulate-only; interrupted runs resume)."
     )  # a string: Python prints it as one line and exits with status 1
     assert not out.exists()
 
@@ -462,19 +453,14 @@ def test_tabulate_counts_a_diverged_reported_seed(monkeypatch, tmp_path, cartpol
     assert relax["solved"] == "8/10"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scripts/levers.py bug: tabulate checks only that 10 summary.json exist, not that the runs finished; "
-    "the trainer writes summary.json (finished=false) at every checkpoint, so a report still running or "
-    "interrupted is tabulated as if its runs had ended (select refuses the same in the search)",
-)
 def test_tabulate_refuses_reported_seeds_that_have_not_finished(monkeypatch, tmp_path, cartpole_runs):
     runs = tmp_path / "runs"
     shutil.copytree(cartpole_runs, runs)
     seed = runs / "CartPole" / "relax" / "report" / "seed4"
     fake_run(seed, flat(150.0)[:2], finished=False, status="ok", timesteps=100_000)  # written at a checkpoint
     out = tmp_path / "out"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as info:
         run_main(monkeypatch, "--env", "CartPole", "--rows", "relax", "--tabulate-only", "--runs-dir", str(runs),
                  "--out", str(out))  # fmt: skip
+    assert "rows without 10 finished reported seeds: ['relax']" in str(info.value.code)
     assert not out.exists()
