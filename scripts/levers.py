@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from rl_relax.summarize import read_scalars  # noqa: E402
 from scripts import output_dir  # noqa: E402
+from scripts.paper_table import PAPER  # noqa: E402
 
 COMMITTED = ROOT / "results"
 RUNS = ROOT / "runs" / "levers"
@@ -461,13 +462,21 @@ def summarize_envs(out: Path) -> None:
                     *(r for r in rows if is_paper_faithful(r["row"]))]  # fmt: skip
         columns = ["row", "solved", "episodes_to_solve", "final_return", "area", "variance_ratio",
                    "d_area", "d_episodes_cost"]  # fmt: skip
-        sections += [f"## {env} ([all rows](levers_{env}.md))", "", "| " + " | ".join(columns) + " |",
-                     "|" + "---|" * len(columns)]  # fmt: skip
-        sections += ["| " + " | ".join(r[c] for c in columns) + " |" for r in headline if r is not None]
-        sections.append("")
+        header = "| " + " | ".join(columns) + " | paper's episodes to solve |"
+        sections += [f"## {env} ([all rows](levers_{env}.md))", "", header, "|" + "---|" * (len(columns) + 1)]
+        sections += ["| " + " | ".join(r[c] for c in columns) + f" | {paper_entry(env, r)} |"
+                     for r in headline if r is not None]  # fmt: skip
+        sections += ["", "Paper: Grathwohl et al. 2018, Table 2 (5 seeds, its own protocol; the paper-faithful rows "
+                     "run that protocol, the others ours).", ""]  # fmt: skip
     if found:
         (out / "levers.md").write_text("\n".join(sections))
         print(f"wrote {out / 'levers.md'}")
+
+
+def paper_entry(env: str, row: dict) -> str:
+    """The paper's Table 2 number for the estimator a row runs (its A2C for baseline rows)."""
+    entry = PAPER.get((env, row["estimator"]))
+    return "-" if entry is None else f"{entry[0]:,} ± {entry[1]:,}"
 
 
 def _ms(values: list[float], digits: int = 1) -> str:

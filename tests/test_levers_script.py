@@ -418,6 +418,9 @@ def test_tabulate_writes_the_table_plot_and_headline_with_the_differences_to_the
     assert "## CartPole ([all rows](levers_CartPole.md))" in headline
     assert f"| relax | 9/10 | 340.0 ± 27.4 | {relax['final_return']} | {relax['area']} | 0.805 |" in headline
     assert "| baseline | 6/10 |" in headline
+    # next to each row, the paper's Table 2 entry for the estimator it runs (its A2C for baseline)
+    lines = {line.split(" | ")[0]: line for line in headline.splitlines() if line.startswith("| ")}
+    assert lines["| baseline"].endswith("| 1,152 ± 90 |") and lines["| relax"].endswith("| 472 ± 114 |")
     assert "## InvertedPendulum\n\nNot run" in headline and "## LunarLander\n\nNot run" in headline
 
 
