@@ -142,6 +142,9 @@ def main() -> None:
     output_dir.add_arguments(parser, COMMITTED)
     args = parser.parse_args()
     args.out = output_dir.resolve(parser, args, "bench_throughput", COMMITTED)
+    if args.against is not None and _commit(f"{args.against}^{{commit}}") == "unknown":
+        parser.exit(2, f"error: --against {args.against}: not a commit of this repository. "
+                       "Fix: name a commit, tag or branch (git log --oneline lists them).\n")  # fmt: skip
     if importlib.util.find_spec("stable_baselines3") is None:
         parser.exit(2, 'error: the benchmark compares with stable-baselines3, which is not installed. '
                        'Fix: pip install -e ".[bench,mujoco]"\n')  # fmt: skip
@@ -257,8 +260,9 @@ def write(args: argparse.Namespace, todo: list[dict]) -> None:
 
 
 def _commit(revision: str) -> str:
-    found = subprocess.run(["git", "rev-parse", "--short", revision], cwd=ROOT, capture_output=True, text=True)
-    return found.stdout.strip() or "unknown"
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--short", revision], cwd=ROOT,
+                           capture_output=True, text=True)  # fmt: skip
+    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else "unknown"
 
 
 def _paired(a: dict, b: dict) -> float:

@@ -16,7 +16,7 @@ from scripts import output_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 # What these scripts would write when updating the committed results (other results/ files are not theirs).
-COMMITTED = ["results/toy/*", "results/learning_*", "results/throughput.*", "results/paper_table.*", "results/paper/*",
+COMMITTED = ["results/toy/*", "results/learning_*", "results/throughput*", "results/paper_table.*", "results/paper/*",
              "results/search/*", "results/seeds.*", "results/levers*", "configs/experiment/*"]  # fmt: skip
 # The cheapest invocation of each script (they all check where they will write before any work).
 SCRIPTS = {
@@ -78,6 +78,15 @@ def test_search_refuses_to_select_from_missing_runs_and_writes_nothing(tmp_path)
                   str(tmp_path / "out"))  # fmt: skip
     assert proc.returncode == 1 and "9 configurations lack runs" in proc.stderr and "nothing was written" in proc.stderr
     assert not (tmp_path / "out").exists() and committed_digests() == before
+
+
+def test_a_throughput_comparison_against_an_unknown_revision_is_refused_before_any_run(tmp_path):
+    proc = script("bench_throughput", "--against", "no-such-revision", "--runs", "1", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [
+        "error: --against no-such-revision: not a commit of this repository. Fix: name a commit, tag or branch "
+        "(git log --oneline lists them)."
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_by_default_a_script_writes_a_new_directory_under_outputs():
