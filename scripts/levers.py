@@ -26,7 +26,9 @@ same-policy variance ratio to the baseline estimator (``variance.interval_steps`
 anatomy at mid-training (``variance.anatomy_interval_steps`` = half the budget). The table gives solved
 seeds, episodes and steps to solve, final return, the area, the variance ratio and the anatomy's shares,
 and for every row the difference to the tuned baseline row with a 95% bootstrap confidence interval (area and
-final return; episodes to solve with an unsolved seed counted as the episodes it ran plus one window).
+final return; episodes to solve with an unsolved seed counted as the episodes it ran plus one window), and
+for every control-variate row the same difference to its *matched* baseline row (``matched_baseline``: the
+same value function and protocol, only the estimator differs), which is the answer to "does RELAX/LAX help?".
 
 Runs live in ``runs/levers/<env>/<row>/{search/<config>,report}``; a finished group is skipped and an
 interrupted one resumes from its checkpoints (the product's own resume), so the script can be re-run
@@ -123,6 +125,25 @@ def rows_for(env: str) -> dict[str, tuple[str, list[str]]]:
 
 def is_paper_faithful(row: str) -> bool:
     return row.startswith("paper-faithful")
+
+
+def matched_baseline(row: str, all_rows: dict[str, tuple[str, list[str]]]) -> str | None:
+    """The baseline row with the same value function as a control-variate row, None for a baseline row.
+
+    "Does RELAX/LAX help?" is this comparison: the same V (its levers), the same protocol, only the estimator
+    differs. The control variate's own levers have no baseline counterpart; the paper-faithful rows compare
+    with the paper-faithful A2C.
+    """
+    estimator, overrides = all_rows[row]
+    if estimator == "baseline":
+        return None
+    if is_paper_faithful(row):
+        return "paper-faithful baseline"
+    cv_only = {o for levers in CV_LEVERS.values() for o in levers}
+    value_overrides = [o for o in overrides if o not in cv_only]
+    found = [name for name, (est, o) in all_rows.items()
+             if est == "baseline" and not is_paper_faithful(name) and o == value_overrides]  # fmt: skip
+    return found[0] if found else None
 
 
 def paper_faithful_commands(env: str, estimator: str, overrides: list[str], row_dir: Path, budget: int) -> list:
@@ -272,8 +293,9 @@ def main() -> None:
     unknown = [r for r in chosen if r not in all_rows]
     if unknown:
         parser.error(f"unknown rows {unknown}; the rows are: {', '.join(all_rows)}")
-    if "baseline" not in chosen and not args.train_only:
-        chosen = ["baseline", *chosen]  # every row is compared with the tuned baseline
+    if not args.train_only:  # every row is compared with the tuned baseline and its matched baseline
+        needed = ["baseline", *(matched_baseline(row, all_rows) for row in chosen)]
+        chosen = [*dict.fromkeys(r for r in needed if r is not None and r not in chosen), *chosen]
     args.out = output_dir.resolve(parser, args, "levers", COMMITTED)
     threshold, budget = env_protocol(args.env)
     env_dir = args.runs_dir / args.env
@@ -367,10 +389,23 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
             "d_area": _ci(bootstrap_ci(areas, base_area), 3) if row != "baseline" else "-",
             "d_final_return": _ci(bootstrap_ci(returns, base_return)) if row != "baseline" else "-",
             "d_episodes_cost": _ci(bootstrap_ci(costs, base_cost)) if row != "baseline" else "-",
+            **matched_differences(reports, matched_baseline(row, all_rows), areas, costs, threshold, budget),
         })  # fmt: skip
     write(args, table, threshold, budget)
     plot(args.out / f"levers_{args.env}.png", args.env, plotted, threshold, budget)
     summarize_envs(args.out)
+
+
+def matched_differences(reports: dict, matched: str | None, areas: list[float], costs: list[float],
+                        threshold: float, budget: int) -> dict[str, str]:  # fmt: skip
+    """The row minus its matched baseline row (:func:`matched_baseline`): area and episodes cost."""
+    if matched is None:
+        return {"matched_baseline": "-", "dm_area": "-", "dm_episodes_cost": "-"}
+    runs = reports[matched]
+    matched_areas = [area(r, threshold, budget) for r in runs]
+    matched_costs = [episodes_cost(r["summary"]) for r in runs]
+    return {"matched_baseline": matched, "dm_area": _ci(bootstrap_ci(areas, matched_areas), 3),
+            "dm_episodes_cost": _ci(bootstrap_ci(costs, matched_costs))}  # fmt: skip
 
 
 CURVE_POINTS = 200
@@ -461,7 +496,7 @@ def summarize_envs(out: Path) -> None:
         headline = [by_name.get("baseline"), by_name.get(CV_ESTIMATOR[env]), best,
                     *(r for r in rows if is_paper_faithful(r["row"]))]  # fmt: skip
         columns = ["row", "solved", "episodes_to_solve", "final_return", "area", "variance_ratio",
-                   "d_area", "d_episodes_cost"]  # fmt: skip
+                   "d_area", "d_episodes_cost", "matched_baseline", "dm_episodes_cost"]  # fmt: skip
         header = "| " + " | ".join(columns) + " | paper's episodes to solve |"
         sections += [f"## {env} ([all rows](levers_{env}.md))", "", header, "|" + "---|" * (len(columns) + 1)]
         sections += ["| " + " | ".join(r[c] for c in columns) + f" | {paper_entry(env, r)} |"
@@ -517,8 +552,9 @@ def write(args, table: list[dict], threshold: float, budget: int) -> None:
         f"{REPORT_SEED}-{REPORT_SEED + REPORT_COUNT - 1}.  ",
         "d_*: difference to the tuned baseline row, mean and 95% bootstrap percentile interval (* = excludes 0). "
         "Episodes to solve: mean ± std over the seeds that solved; d_episodes_cost counts an unsolved seed as "
-        "the episodes it ran plus one window. variance_ratio: geometric mean of the sampled same-policy ratio "
-        "to the baseline estimator, before each seed solved. "
+        "the episodes it ran plus one window. dm_*: the same difference to the matched baseline row (the same "
+        "value function and protocol, only the estimator differs; `matched_baseline()`). variance_ratio: "
+        "geometric mean of the sampled same-policy ratio to the baseline estimator, before each seed solved. "
         "share_*: the variance anatomy at mid-training (mean over seeds).",
         "",
         "| " + " | ".join(columns) + " |",

@@ -235,6 +235,27 @@ def test_run_directory_names_stay_as_the_runs_already_trained_have_them():
     assert levers.slug("learner.lr=0.001,estimator.cv_lr=0.003") == "learner.lr-0.001_estimator.cv_lr-0.003"
 
 
+@pytest.mark.parametrize("env", sorted(levers.CV_ESTIMATOR))
+def test_each_control_variate_row_is_matched_with_the_baseline_row_of_the_same_value_function(env):
+    rows, cv = levers.rows_for(env), levers.CV_ESTIMATOR[env]
+    matched = {row: levers.matched_baseline(row, rows) for row in rows}
+    assert matched[cv] == "baseline"
+    for lever in levers.VALUE_LEVERS:
+        assert matched[f"{cv} + {lever}"] == f"baseline + {lever}"
+    for lever in levers.CV_LEVERS:  # the control variate's own levers leave V as the plain baseline's
+        assert matched[f"{cv} + {lever}"] == "baseline"
+    assert matched[f"{cv} + all levers"] == "baseline + all value levers"
+    assert all(matched[row] == "paper-faithful baseline" for row in rows
+               if levers.is_paper_faithful(row) and rows[row][0] != "baseline")  # fmt: skip
+    assert all(matched[row] is None for row, (estimator, _) in rows.items() if estimator == "baseline")
+    # every control-variate row has a match, and the match runs the same value-function overrides
+    for row, baseline in matched.items():
+        if rows[row][0] != "baseline":
+            assert baseline is not None, row
+            cv_only = {o for levers_ in levers.CV_LEVERS.values() for o in levers_}
+            assert [o for o in rows[row][1] if o not in cv_only] == rows[baseline][1] or levers.is_paper_faithful(row)
+
+
 def test_the_control_variate_rows_use_the_envs_estimator():
     assert {est for est, _ in levers.rows_for("InvertedPendulum").values()} == {"baseline", "lax"}
     assert {est for est, _ in levers.rows_for("CartPole").values()} == {"baseline", "relax"}
@@ -405,6 +426,9 @@ def test_tabulate_writes_the_table_plot_and_headline_with_the_differences_to_the
     diff, low, high = parse_ci(relax["d_episodes_cost"])
     assert diff == pytest.approx(relax_cost - base_cost) == pytest.approx(-439.0) and low < 0 < high
     assert not relax["d_episodes_cost"].endswith("*")  # the unsolved seeds' spread: an interval that includes 0
+    # relax's matched baseline is the plain baseline: the same differences, in the dm_* columns
+    assert (relax["matched_baseline"], base["matched_baseline"]) == ("baseline", "-")
+    assert (relax["dm_area"], relax["dm_episodes_cost"]) == (relax["d_area"], relax["d_episodes_cost"])
     # The variance ratio before each seed solved (seed 9 never did: all its points), as a geometric mean.
     expected_ratio = math.exp((10 * math.log(0.5) + 10 * math.log(0.8) + math.log(100.0)) / 21)
     assert relax["variance_ratio"] == f"{expected_ratio:.3f}" == "0.805"
