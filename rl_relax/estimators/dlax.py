@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import gymnasium as gym
-import numpy as np
 import torch
-from torch import nn
 
-from rl_relax.errors import ConfigError
 from rl_relax.estimators.base import RolloutBatch
-from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
-from rl_relax.networks import Policy
+from rl_relax.estimators.gumbel_relaxation import GumbelRelaxationEstimator
 from rl_relax.samplers import relaxed_categorical
 
 
@@ -25,7 +18,7 @@ def gumbel_log_density(logits: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return -(centred + torch.exp(-centred)).sum(-1)
 
 
-class DlaxEstimator(ControlVariateEstimator):
+class DlaxEstimator(GumbelRelaxationEstimator):
     r"""DLAX: the score function of the action plus a control variate on the relaxed action.
 
     With z_t = log pi(.|s_t) + g(u_t) (u_t stored at acting time) and a_t = argmax z_t:
@@ -44,34 +37,6 @@ class DlaxEstimator(ControlVariateEstimator):
     detached). With ``state_baseline=variance`` the action's score weight is R_t - b_phi(s_t)
     (:meth:`score_offset`) instead of A_t.
     """
-
-    noise_keys = ("u",)
-    # Stacked over seeds the temperature is (S, 1, 1), against z's (S, B, K).
-    seed_broadcast: ClassVar[dict[str, int]] = {"log_temperature": 2}
-
-    def __init__(self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.log_temperature = nn.Parameter(
-            torch.tensor(float(np.log(temperature_init))), requires_grad=bool(learn_temperature)
-        )
-
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
-        if not isinstance(action_space, gym.spaces.Discrete):
-            raise ConfigError(
-                f"estimator=dlax needs a Discrete action space, this env has {action_space}. "
-                "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
-            )
-        num_actions = int(action_space.n)
-        features = self.feature_dim(obs_dim, dist_dim=num_actions)
-        self.cv = ControlVariateNet(features, num_actions, self.hidden_sizes, self.activation)
-        super().bind(policy, obs_dim, action_space, time_limit)
-
-    def relaxed_cv(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """c(s, z) = c_phi(s, softmax(z / tau)), s given as c_phi's input features."""
-        return self.cv(features, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
-
-    def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
-        return torch.log_softmax(batch.dist_params.detach(), dim=-1)  # log pi(.|s): the logits up to a shift
 
     def _parts(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The action's score term, the control variate's score term and its pathwise term, per step."""

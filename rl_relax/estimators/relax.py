@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from rl_relax import surrogates
 from rl_relax.errors import ConfigError
 from rl_relax.estimators.base import RolloutBatch
-from rl_relax.estimators.control_variate import ControlVariateEstimator, ControlVariateNet
-from rl_relax.networks import Policy
+from rl_relax.estimators.gumbel_relaxation import GumbelRelaxationEstimator
 from rl_relax.samplers import biased_conditional_gumbel, conditional_gumbel, relaxed_categorical
 
 log = logging.getLogger("rl_relax")
@@ -23,7 +19,7 @@ log = logging.getLogger("rl_relax")
 CONDITIONAL_SAMPLERS = ("exact", "biased_released_code")
 
 
-class RelaxEstimator(ControlVariateEstimator):
+class RelaxEstimator(GumbelRelaxationEstimator):
     r"""RELAX with the exact conditional Gumbel sampler.
 
     With z_t = log pi(.|s_t) + g(u_t), a_t = argmax z_t (the executed action, u_t stored at acting
@@ -49,19 +45,13 @@ class RelaxEstimator(ControlVariateEstimator):
     It exists to reproduce the paper's CartPole and LunarLander numbers as they were obtained (App. E).
     """
 
-    noise_keys = ("u",)
-    # Stacked over seeds the temperature is (S, 1, 1), against z's (S, B, K).
-    seed_broadcast: ClassVar[dict[str, int]] = {"log_temperature": 2}
     #: z~ ~ p(z | a, theta); a class attribute so that tests can swap in a deliberately biased sampler.
     conditional_sampler = staticmethod(conditional_gumbel)
 
     #: Why this estimator is biased (summary.json's ``estimator_bias``); None: it is unbiased.
     bias_note: str | None = None
 
-    def __init__(
-        self, *args, temperature_init: float = 1.0, learn_temperature: bool = True, conditional_sampler: str = "exact",
-        **kwargs,
-    ):  # fmt: skip
+    def __init__(self, *args, conditional_sampler: str = "exact", **kwargs):
         super().__init__(*args, **kwargs)
         if conditional_sampler not in CONDITIONAL_SAMPLERS:
             raise ConfigError(
@@ -78,21 +68,6 @@ class RelaxEstimator(ControlVariateEstimator):
             )
             log.warning("estimator %s: BIASED gradient estimates: %s; for reproducing the paper's CartPole and "
                         "LunarLander numbers only", self.name, self.bias_note)  # fmt: skip
-        self.log_temperature = nn.Parameter(
-            torch.tensor(float(np.log(temperature_init))), requires_grad=bool(learn_temperature)
-        )
-        self.num_actions = 0
-
-    def bind(self, policy: Policy, obs_dim: int, action_space: gym.spaces.Space, time_limit: int | None = None) -> None:
-        if not isinstance(action_space, gym.spaces.Discrete):
-            raise ConfigError(
-                f"estimator=relax needs a Discrete action space, this env has {action_space}. "
-                "Fix: use estimator=lax for continuous actions (or estimator=baseline)."
-            )
-        self.num_actions = int(action_space.n)
-        features = self.feature_dim(obs_dim, dist_dim=self.num_actions)
-        self.cv = ControlVariateNet(features, self.num_actions, self.hidden_sizes, self.activation)
-        super().bind(policy, obs_dim, action_space, time_limit)
 
     def extra_noise_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"v": (self.num_actions,)}
@@ -100,13 +75,6 @@ class RelaxEstimator(ControlVariateEstimator):
     def extra_noise(self, action: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         v = rng.random((action.shape[0], self.num_actions), dtype=np.float32)
         return {"v": np.maximum(v, 1e-12, out=v)}
-
-    def relaxed_cv(self, features: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """c(s, z) = c_phi(s, softmax(z / tau)), s given as c_phi's input features."""
-        return self.cv(features, torch.softmax(z * torch.exp(-self.log_temperature), dim=-1))
-
-    def distribution_features(self, batch: RolloutBatch) -> torch.Tensor:
-        return torch.log_softmax(batch.dist_params.detach(), dim=-1)  # log pi(.|s): the logits up to a shift
 
     def control_variates(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """c(s_t, z_t), c(s_t, z~_t) and the score weight's control variate (theta's path cut), per step."""
