@@ -464,7 +464,7 @@ def plot(path: Path, env: str, plotted: dict, threshold: float, budget: int) -> 
     right.axvline(0.0, color="k", lw=1)
     right.set_yticks(range(len(rows)), rows, fontsize=8)
     right.invert_yaxis()
-    right.set(xlabel="difference in area under the return curve (fraction of solved x budget)",
+    right.set(xlabel="difference in area under the return curve (unit: threshold x budget)",
               title="vs the tuned baseline: mean and 95% bootstrap CI")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
