@@ -182,10 +182,9 @@ class Progress:
         return self.enabled and time.monotonic() - self._last >= self.interval
 
     def update(self, step: int, fps: float, mean_return: float | None, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < self.interval):
+        if not self.enabled or not (force or self.due()):
             return
-        self._last = now
+        self._last = time.monotonic()
         eta = (self.total - step) / fps if fps > 0 and step < self.total else 0.0
         ret = "n/a" if mean_return is None else f"{mean_return:.1f}"
         pct = 100.0 * min(step / self.total, 1.0)

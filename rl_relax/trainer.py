@@ -606,7 +606,8 @@ class Trainer:
                 if self.global_step >= next_ckpt or last:
                     self.save_checkpoint()
                     next_ckpt = (self.global_step // ckpt_interval + 1) * ckpt_interval
-                progress.update(self.global_step, self._fps(), self.mean_return())
+                if progress.due():  # its arguments are computed only when the line is drawn
+                    progress.update(self.global_step, self._fps(), self.mean_return())
                 if solved_now:
                     log.info("stopping early: solved (stop_when_solved=true)")
                     break

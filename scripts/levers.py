@@ -345,22 +345,23 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
     if missing:
         raise SystemExit(f"error: rows without {REPORT_COUNT} finished reported seeds: {missing}; nothing was "
                          "written. Fix: run them (without --tabulate-only; interrupted runs resume).")  # fmt: skip
-    base = reports["baseline"]
+    # Per seed, once per row: area, final return and episodes cost; every difference below uses these.
+    per_seed = {
+        row: {"area": [area(r, threshold, budget) for r in runs],
+              "final_return": [r["summary"]["final_return_mean"] or 0.0 for r in runs],
+              "episodes_cost": [episodes_cost(r["summary"]) for r in runs]}
+        for row, runs in reports.items()
+    }  # fmt: skip
 
-    def per_seed(runs, fn):
-        return [fn(r) for r in runs]
+    def difference(row: str, other: str | None, metric: str) -> tuple[float, float, float] | None:
+        return None if other is None or row == other else bootstrap_ci(per_seed[row][metric], per_seed[other][metric])
 
-    base_area = per_seed(base, lambda r: area(r, threshold, budget))
-    base_return = per_seed(base, lambda r: r["summary"]["final_return_mean"] or 0.0)
-    base_cost = per_seed(base, lambda r: episodes_cost(r["summary"]))
     table, plotted = [], {}
     for row in chosen:
-        runs = reports[row]
+        runs, metrics = reports[row], per_seed[row]
         estimator, overrides = all_rows[row]
+        matched = matched_baseline(row, all_rows)
         solved = [r["summary"] for r in runs if r["summary"].get("episodes_to_solve") is not None]
-        areas = per_seed(runs, lambda r: area(r, threshold, budget))
-        returns = per_seed(runs, lambda r: r["summary"]["final_return_mean"] or 0.0)
-        costs = per_seed(runs, lambda r: episodes_cost(r["summary"]))
         # Before the seed solved (as results/paper_table.md): afterwards the policy is nearly deterministic and
         # the baseline estimator's variance collapses, which says nothing about the learning phase.
         ratios = [
@@ -375,37 +376,27 @@ def tabulate(args, chosen, all_rows, selected, threshold, budget, env_dir) -> No
             f"experiment=paper_faithful_{args.env} (not searched)" if is_paper_faithful(row)
             else " ".join(f"{k}={selected[row][0][k]}" for k in grid(estimator))
         )  # fmt: skip
-        plotted[row] = {"curve": mean_curve(runs, budget), "d_area": bootstrap_ci(areas, base_area),
-                        "d_episodes_cost": bootstrap_ci(costs, base_cost)}  # fmt: skip
+        d_area = difference(row, "baseline", "area")
+        plotted[row] = {"curve": mean_curve(runs, budget), "d_area": d_area}
         table.append({
             "row": row, "estimator": estimator, "levers": " ".join(overrides) or "-",
             "selected": chosen_settings,
             "solved": f"{len(solved)}/{len(runs)}",
             "episodes_to_solve": _ms([s["episodes_to_solve"] for s in solved]),
             "steps_to_solve": _ms([s["steps_to_solve"] for s in solved], 0),
-            "final_return": _ms(returns), "area": _ms(areas, 3),
+            "final_return": _ms(metrics["final_return"]), "area": _ms(metrics["area"], 3),
             "variance_ratio": f"{math.exp(statistics.mean(map(math.log, ratios))):.3f}" if ratios else "-",
             **{f"share_{k}": (f"{statistics.mean(v):.0%}" if v else "-") for k, v in shares.items()},
-            "d_area": _ci(bootstrap_ci(areas, base_area), 3) if row != "baseline" else "-",
-            "d_final_return": _ci(bootstrap_ci(returns, base_return)) if row != "baseline" else "-",
-            "d_episodes_cost": _ci(bootstrap_ci(costs, base_cost)) if row != "baseline" else "-",
-            **matched_differences(reports, matched_baseline(row, all_rows), areas, costs, threshold, budget),
+            "d_area": _ci(d_area, 3),
+            "d_final_return": _ci(difference(row, "baseline", "final_return")),
+            "d_episodes_cost": _ci(difference(row, "baseline", "episodes_cost")),
+            "matched_baseline": matched or "-",
+            "dm_area": _ci(difference(row, matched, "area"), 3),
+            "dm_episodes_cost": _ci(difference(row, matched, "episodes_cost")),
         })  # fmt: skip
     write(args, table, threshold, budget)
     plot(args.out / f"levers_{args.env}.png", args.env, plotted, threshold, budget)
     summarize_envs(args.out)
-
-
-def matched_differences(reports: dict, matched: str | None, areas: list[float], costs: list[float],
-                        threshold: float, budget: int) -> dict[str, str]:  # fmt: skip
-    """The row minus its matched baseline row (:func:`matched_baseline`): area and episodes cost."""
-    if matched is None:
-        return {"matched_baseline": "-", "dm_area": "-", "dm_episodes_cost": "-"}
-    runs = reports[matched]
-    matched_areas = [area(r, threshold, budget) for r in runs]
-    matched_costs = [episodes_cost(r["summary"]) for r in runs]
-    return {"matched_baseline": matched, "dm_area": _ci(bootstrap_ci(areas, matched_areas), 3),
-            "dm_episodes_cost": _ci(bootstrap_ci(costs, matched_costs))}  # fmt: skip
 
 
 CURVE_POINTS = 200
