@@ -186,7 +186,10 @@ def test_paper_table_script_tabulates_and_plots_real_runs(tmp_path):
     ]
     assert rows[1]["variance_ratio_to_baseline_median_before_solved"] != ""
     assert (out / "paper" / "CartPole.png").stat().st_size > 10_000
-    assert "| CartPole | relax | own search | 0/2 |" in (out / "paper_table.md").read_text()
+    markdown = (out / "paper_table.md").read_text()
+    assert "| CartPole | relax | own search | 0/2 |" in markdown
+    # The 5-seed table sends the reader to the 10-seed answer first.
+    assert markdown.splitlines()[2].startswith("> Superseded") and "results/levers.md" in markdown.splitlines()[2]
 
 
 def test_committed_paper_table_has_the_required_columns_and_every_row():
