@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from rl_relax.estimators.base import RolloutBatch
 from rl_relax.estimators.baseline import BaselineEstimator
 from rl_relax.estimators.relax import RelaxEstimator
 from rl_relax.rollout import RolloutBuffer, RolloutCollector
@@ -194,3 +195,19 @@ def test_a_value_told_the_time_left_in_hindsight_fails_the_same_test(one_torch_t
     """Power check: a V whose time input depends on whether this step's action ends the episode is caught."""
     _, z_value, _ = time_aware_mean_differences(hindsight=True)
     assert z_value.max() > 4.5, z_value.max()
+
+
+@pytest.mark.parametrize("seeds", [None, 3])
+def test_mean_with_a_constant_scale_is_the_mean_of_the_product_and_never_differentiates_the_scale(seeds):
+    shape = (8,) if seeds is None else (seeds, 8)
+    x = torch.randn(shape, requires_grad=True)
+    scale = torch.randn(shape, requires_grad=True)
+    weights = torch.rand(shape)
+    batch = SimpleNamespace(step_weights=weights)
+    scaled = RolloutBatch.mean(batch, x, scale=scale)
+    expected = (x * scale.detach() * weights).sum(-1)
+    torch.testing.assert_close(scaled, expected)
+    torch.testing.assert_close(RolloutBatch.mean(batch, x * scale.detach()), expected)
+    scaled.sum().backward()
+    torch.testing.assert_close(x.grad, scale.detach() * weights)
+    assert scale.grad is None  # a constant: the estimator's weights never train what produced them

@@ -97,8 +97,12 @@ class RolloutBatch:
         lead = self.valid.dim()
         return x.view(*x.shape[: lead - 1], self.num_steps, self.num_envs, *x.shape[lead:])
 
-    def mean(self, per_step: torch.Tensor) -> torch.Tensor:
+    def mean(self, per_step: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """(1 / (T N)) * sum_t valid_t * x_t for a per-step (B,) tensor: the batch average, constant normaliser.
+
+        ``scale``: a per-step factor c_t that is a constant (it is detached), giving the average of c_t x_t
+        with c_t folded into the weights (one operation fewer to differentiate: the score-function term
+        A_t log pi_t is the hot one).
 
         The normaliser is the number of slots T * N, not the number of valid transitions: under
         NEXT_STEP autoreset the number of valid slots depends on where episodes end, so on the actions,
@@ -107,9 +111,10 @@ class RolloutBatch:
         normaliser every estimator has the same expectation, whatever V and c_phi are. (Reset slots
         still count in the normaliser; that only rescales the step, as a learning rate would.)
         """
+        weights = self.step_weights if scale is None else self.step_weights * scale.detach()
         if per_step.dim() == 1:
-            return torch.dot(per_step, self.step_weights)
-        return (per_step * self.step_weights).sum(-1)  # seeds stacked: one mean per seed, (S,)
+            return torch.dot(per_step, weights)
+        return (per_step * weights).sum(-1)  # seeds stacked: one mean per seed, (S,)
 
     def reevaluated(self) -> RolloutBatch:
         """The same batch with a fresh policy forward pass (a new graph from theta to dist_params)."""

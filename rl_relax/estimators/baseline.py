@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from rl_relax import surrogates
 from rl_relax.estimators.base import Estimator, RolloutBatch
 
 
@@ -19,5 +18,6 @@ class BaselineEstimator(Estimator):
     """
 
     def surrogate(self, batch: RolloutBatch) -> torch.Tensor:
-        # The step weights multiply the constant advantages, not the graph: S = sum_t log pi_t (w_t A_t).
-        return surrogates.score_function(batch.log_prob, batch.advantages * batch.step_weights).sum(-1)
+        # S = (1 / (T N)) sum_t valid_t A_t log pi(a_t|s_t), the score function's surrogate, with the
+        # constant A_t in the weights (surrogates.score_function(log_prob, A) averaged, one product fewer).
+        return batch.mean(batch.log_prob, scale=batch.advantages)
