@@ -491,3 +491,30 @@ def test_tabulate_refuses_reported_seeds_that_have_not_finished(monkeypatch, tmp
                  "--out", str(out))  # fmt: skip
     assert "rows without 10 finished reported seeds: ['relax']" in str(info.value.code)
     assert not out.exists()
+
+
+def test_the_headline_is_the_best_control_variate_row_with_its_matched_baseline_and_the_best_row():
+    def row(name: str, estimator: str, d_area: str, matched: str = "-") -> dict:
+        return {"row": name, "estimator": estimator, "d_area": d_area, "matched_baseline": matched}
+
+    table = [
+        row("baseline", "baseline", "-"),
+        row("lax", "lax", "+0.075 [-0.080, +0.257]", "baseline"),
+        row("baseline + V steps", "baseline", "+0.221 [+0.075, +0.396] *"),
+        row("lax + V steps", "lax", "+0.196 [+0.055, +0.364] *", "baseline + V steps"),
+        row("baseline + horizon-aware V", "baseline", "+0.157 [+0.014, +0.328] *"),
+        row("lax + horizon-aware V", "lax", "+0.010 [-0.1, +0.1]", "baseline + horizon-aware V"),
+        row("lax + cv warm-up", "lax", "-0.033 [-0.256, +0.191]", "baseline"),
+        row("paper-faithful baseline", "baseline", "-0.136 [-0.277, +0.031]"),
+        row("paper-faithful lax", "lax", "-0.159 [-0.301, +0.008]", "paper-faithful baseline"),
+    ]
+    assert levers.headline_rows("InvertedPendulum", table) == [
+        "baseline", "lax", "baseline + V steps", "lax + V steps", "paper-faithful baseline", "paper-faithful lax",
+    ]  # fmt: skip
+    # A control-variate row that beats every other row is the best of all as well: listed once.
+    table[6] = row("lax + cv warm-up", "lax", "+0.300 [+0.1, +0.5] *", "baseline")
+    assert levers.headline_rows("InvertedPendulum", table) == [
+        "baseline", "lax", "lax + cv warm-up", "paper-faithful baseline", "paper-faithful lax",
+    ]  # fmt: skip
+    # Rows not in the table are never named (a matched baseline that was not run).
+    assert levers.headline_rows("InvertedPendulum", [table[0], table[3]]) == ["baseline", "lax + V steps"]
