@@ -280,7 +280,7 @@ def overrides_of(command: list[str]) -> dict[str, str]:
     return dict(o.split("=", 1) for o in command[3:])
 
 
-@pytest.mark.parametrize("env", ["CartPole", "InvertedPendulum"])
+@pytest.mark.parametrize("env", ["CartPole", "InvertedPendulum", "LunarLander"])
 def test_the_search_runs_9_configurations_per_row_on_the_selection_seeds_and_skips_paper_faithful_rows(
     monkeypatch, tmp_path, env
 ):
@@ -326,6 +326,26 @@ def test_the_search_runs_9_configurations_per_row_on_the_selection_seeds_and_ski
                 f"{budget // 5}",
                 f"{budget // 2}",
             )
+
+
+@pytest.mark.parametrize("env", ["CartPole", "InvertedPendulum", "LunarLander"])
+def test_every_run_of_an_env_goes_to_its_budget_without_stopping_when_solved(monkeypatch, tmp_path, env):
+    search, report = commands_of(monkeypatch, tmp_path, env)
+    threshold, budget = levers.env_protocol(env)
+    if env == "LunarLander":  # the paper's 5M steps with early stop -> the goal's 2M, every run to the end
+        assert (threshold, budget) == (200.0, 2_000_000)
+        expected = {"total_timesteps": "2000000", "stop_when_solved": "false"}
+    else:  # the experiment configs' own budget (250k / 1M), which never stop early
+        assert budget == {"CartPole": 250_000, "InvertedPendulum": 1_000_000}[env]
+        expected = {"total_timesteps": None, "stop_when_solved": None}
+    for command in [*search, *report]:  # the paper-faithful rows included
+        o = overrides_of(command)
+        assert {key: o.get(key) for key in expected} == expected, command
+    with initialize_config_module("rl_relax.configs", version_base="1.3"):
+        for command in (search[0], report[-1]):  # what the trainer composes: the budget, no early stop
+            o = overrides_of(command)
+            cfg = compose("train", overrides=[f"{k}={v}" for k, v in o.items() if not k.startswith("hydra.")])
+            assert (cfg.total_timesteps, cfg.stop_when_solved) == (budget, False)
 
 
 def row_dir_of(command: list[str]) -> Path:
