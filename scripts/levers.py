@@ -155,8 +155,9 @@ def matched_baseline(row: str, all_rows: dict[str, tuple[str, list[str]]]) -> st
 def paper_faithful_commands(env: str, estimator: str, overrides: list[str], row_dir: Path, budget: int) -> list:
     return [
         [sys.executable, "-m", "rl_relax.train", f"experiment=paper_faithful_{env}", f"estimator={estimator}",
-         *PROTOCOL_OVERRIDES.get(env, []), *overrides, f"seed={seed}", f"variance.interval_steps={budget // 5}", "logging.progress=never",
-         "checkpoint.interval_steps=50000", f"hydra.run.dir={row_dir / 'report' / f'seed{seed}'}"]
+         *PROTOCOL_OVERRIDES.get(env, []), *overrides, f"seed={seed}", f"variance.interval_steps={budget // 5}",
+         "logging.progress=never", "checkpoint.interval_steps=50000",
+         f"hydra.run.dir={row_dir / 'report' / f'seed{seed}'}"]
         for seed in range(REPORT_SEED, REPORT_SEED + REPORT_COUNT)
     ]  # fmt: skip
 
@@ -183,8 +184,8 @@ def group_command(env: str, estimator: str, overrides: list[str], seed: int, cou
                   extra: list[str]) -> list[str]:  # fmt: skip
     return [
         sys.executable, "-m", "rl_relax.train", f"experiment=paper_{env}", f"estimator={estimator}",
-        *PROTOCOL_OVERRIDES.get(env, []), *overrides, *extra, f"seed={seed}", f"num_seeds={count}", "logging.progress=never",
-        "checkpoint.interval_steps=50000", f"hydra.run.dir={run_dir}",
+        *PROTOCOL_OVERRIDES.get(env, []), *overrides, *extra, f"seed={seed}", f"num_seeds={count}",
+        "logging.progress=never", "checkpoint.interval_steps=50000", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
 
 
