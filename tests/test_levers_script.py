@@ -265,14 +265,40 @@ def test_the_control_variate_rows_use_the_envs_estimator():
     assert not any("relax" in row for row in levers.rows_for("InvertedPendulum"))
 
 
-def commands_of(monkeypatch, tmp_path: Path, env: str) -> tuple[list[list[str]], list[list[str]]]:
-    """The search and report commands ``main`` would run for every row (nothing is trained)."""
+def commands_of(
+    monkeypatch, tmp_path: Path, env: str, every_row: bool = True
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The search and report commands ``main`` would run for every row, or (``every_row=False``) for the rows
+    it runs without ``--rows`` (nothing is trained)."""
     batches: list[list[list[str]]] = []
     monkeypatch.setattr(levers, "run_groups", lambda commands, jobs: batches.append(commands))
     monkeypatch.setattr(levers, "select", lambda env, row, estimator, *_: ({**levers.configurations(estimator)[4]}, []))
-    run_main(monkeypatch, "--env", env, "--train-only", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"))
+    rows = ["--rows", *levers.rows_for(env)] if every_row else []
+    run_main(monkeypatch, "--env", env, "--train-only", "--runs-dir", str(tmp_path), "--out", str(tmp_path / "out"),
+             *rows)  # fmt: skip
     assert len(batches) == 2 and not (tmp_path / "out").exists()
     return batches[0], batches[1]
+
+
+@pytest.mark.parametrize("env", sorted(levers.CV_ESTIMATOR))
+def test_without_rows_every_row_runs_except_on_lunarlander_where_the_compute_plan_picks_six(
+    monkeypatch, tmp_path, capsys, env
+):
+    _, report = commands_of(monkeypatch, tmp_path, env, every_row=False)
+    ran = {row_dir_of(command).name for command in report}
+    if env != "LunarLander":
+        assert ran == {levers.slug(row) for row in levers.rows_for(env)}
+        return
+    # The tuned baseline, relax, the paper-faithful rows, and the best lever (V steps) with its matched baseline.
+    expected = ["baseline", "relax", "baseline + V steps", "relax + V steps", "paper-faithful baseline",
+                "paper-faithful relax"]  # fmt: skip
+    assert levers.default_rows(env) == expected and ran == {levers.slug(row) for row in expected}
+    assert levers.matched_baseline("relax + V steps", levers.rows_for(env)) == "baseline + V steps"
+    capsys.readouterr()
+    run_main(monkeypatch, "--env", env, "--list")
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(levers.rows_for(env))
+    assert sum(line.endswith("(only with --rows)") for line in listed) == len(levers.rows_for(env)) - 6
 
 
 def overrides_of(command: list[str]) -> dict[str, str]:
