@@ -12,7 +12,8 @@ budget is 2M steps instead of the paper's 5M (``PROTOCOL_OVERRIDES``: the issue'
 Rows (``rows_for``): our A2C (``baseline``) and the env's control-variate estimator (``relax`` / ``lax``),
 each alone and with each variance lever (README "Value-function levers", "Estimators") alone and
 combined; and the paper's own protocol (``PAPER_FAITHFUL``: episode batches, not searched, one process
-per seed), compared with the same tuned baseline row.
+per seed), compared with the same tuned baseline row. Without ``--rows`` every row runs, except on LunarLander
+(``default_rows``: the tuned baseline, relax, V steps for both, and the paper-faithful rows).
 
 Search, the same for every row: the 9 configurations of ``GRID`` (the policy's learning rate crossed
 with the control variate's, or for baseline with the entropy bonus), each run on the selection seeds
