@@ -108,8 +108,13 @@ class AnatomyProbe:
     """
 
     def __init__(self, cfg, policy, value, estimator):
+        from rl_relax.env_state import make_restorable_env
+
         self.cfg, self.policy, self.value, self.estimator = cfg, policy, value, estimator
         self.interval = int(cfg.variance.anatomy_interval_steps)
+        # An env whose state cannot be restored (Box2D) is refused now, before training, not at the first
+        # measurement (a long run would otherwise fail midway, its work so far kept only in checkpoints).
+        make_restorable_env(cfg.env)[0].close()
 
     def due(self, global_step: int, steps_per_update: int) -> bool:
         """Whether this update crossed a multiple of the interval."""

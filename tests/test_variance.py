@@ -72,6 +72,20 @@ def test_the_anatomy_during_training_logs_its_scalars_and_leaves_training_unchan
     assert on["train/policy_loss"] == off["train/policy_loss"]
 
 
+@pytest.mark.parametrize("seeds", [[], ["num_seeds=2"]], ids=["one seed", "seed group"])
+def test_an_env_the_anatomy_cannot_restore_is_refused_before_any_training(tmp_path, seeds):
+    from rl_relax.env_state import StateNotRestorableError
+    from rl_relax.train import train
+    from tests.conftest import compose_config
+
+    # The anatomy is due at step 400 and a checkpoint every 100 steps: refused at the start, nothing is trained.
+    cfg = compose_config("env=LunarLander", "total_timesteps=800", "env.num_envs=2", "learner.num_steps=2",
+                         "checkpoint.interval_steps=100", *ANATOMY, *seeds)  # fmt: skip
+    with pytest.raises(StateNotRestorableError, match=r"LunarLander-v3 is a Box2D env.*Fix"):
+        train(cfg, tmp_path / "run")
+    assert not list(tmp_path.rglob("ckpt_*.pt"))
+
+
 def test_the_entry_point_writes_table_csv_and_picture_for_chosen_checkpoints(tmp_path, capsys):
     from rl_relax.train import train
     from rl_relax.variance import main
