@@ -581,7 +581,10 @@ def write(args, table: list[dict], threshold: float, budget: int) -> None:
         + f"{output_dir.command_suffix(args)}`  ",
         f"Date: {dt.date.today().isoformat()}; machine: {platform.node()} ({platform.machine()}, Python "
         f"{platform.python_version()}, CPU). Protocol: experiment=paper_{args.env} (solved at {threshold:g}, "
-        f"{budget:,} env steps, every run to the full budget).  ",
+        f"{budget:,} env steps, every run to the full budget"
+        + (f"; {' '.join(PROTOCOL_OVERRIDES[args.env])} (PROTOCOL_OVERRIDES)" if args.env in PROTOCOL_OVERRIDES else "")
+        + ("; no variance anatomy: Box2D states cannot be restored" if args.env in NO_ANATOMY else "")
+        + ").  ",
         f"Search: the same 9 configurations per row on seeds {SELECTION_SEED}-{SELECTION_SEED + SELECTION_COUNT - 1}, "
         "selected by the area under the return curve (script docstring); reported: seeds "
         f"{REPORT_SEED}-{REPORT_SEED + REPORT_COUNT - 1}.  ",
