@@ -58,7 +58,9 @@ An unbiased estimate of a small variance can be slightly negative; it is reporte
 
 **Cost** in env steps: M * U[B, 2B) for the states (mean 1.5 M B) plus M K L * (continuation length
 <= T - t, mean <= (T + 1) / 2); and (K + K) M one-sample gradient evaluations. With the defaults
-(M = 64, K = 8, L = 8) on CartPole (T = 5, B = 500): about 48,000 + 12,000 env steps.
+(M = 64, K = 8, L = 8) on CartPole (T = 5, B = 500): about 48,000 + 12,000 env steps. An env restored
+by replay (:class:`rl_relax.env_state.ActionReplay`: Box2D) adds M K L times the sampled states' mean
+episode step (each continuation replays its state's episode); the reported env steps include them.
 
 The probe never touches the training run's environments or random streams: it builds its own envs
 and draws from its own generator. The policy, V and c_phi are only read.
@@ -499,14 +501,15 @@ class VarianceAnatomy:
         self._open_envs(n)
         envs = self._envs[:n]
         first = np.repeat(self.policy.env_action(actions), l_count, axis=0)
+        replayed = sum(getattr(env, "replayed_steps", 0) for env in envs)
         for env in envs:
             restore_state(env, slot.snapshot, rng=rng)
+        steps = sum(getattr(env, "replayed_steps", 0) for env in envs) - replayed  # restores by replay cost steps
         obs = [np.repeat(slot.obs[None], n, axis=0)]  # raw observations, step 0 = the state itself
         rewards = np.zeros((slot.horizon, n), dtype=np.float32)
         terminated = np.zeros((slot.horizon, n), dtype=bool)
         truncated = np.zeros((slot.horizon, n), dtype=bool)
         alive = np.ones(n, dtype=bool)
-        steps = 0
         for j in range(slot.horizon):
             # The sampled action first, then the policy's own (the same frozen policy, fresh noise).
             policy_actions = None if j == 0 else self.policy.act(normalize(obs[-1]), rng).action

@@ -19,10 +19,15 @@ next transitions depend on, not the observation. Supported:
 
   They take precedence over the built-in savers.
 
-Box2D envs (LunarLander, BipedalWalker, CarRacing) cannot be supported: pybox2d exposes bodies'
-positions and velocities but not the world's contact manifolds, the solver's accumulated impulses or
-the lander's particle bodies, so a "restored" world does not reproduce the next transition. Asking for
-one raises :class:`StateNotRestorableError` with that reason.
+- **every other env, by replay** (Box2D's LunarLander, BipedalWalker, CarRacing, and any env without a
+  saver): :class:`ActionReplay` records how the current episode began (the reset's seed, or the random
+  generator's state it drew from) and every action since; restoring resets the env the same way and
+  replays the actions. pybox2d cannot save a world (it exposes bodies' positions and velocities but not
+  the contact manifolds, the solver's accumulated impulses or the particles), but Box2D is
+  deterministic, so the replayed world is the same bit for bit. A restore costs as many env steps as
+  the episode had taken. Replay is exact only for an env that is a deterministic function of its reset
+  seed, its random generator and the actions: :func:`make_restorable_env` checks that on a short
+  episode and refuses an env that fails (with :class:`StateNotRestorableError`).
 
 A snapshot also records the env's random generator (``env.unwrapped.np_random``). :func:`restore_state`
 puts it back (the exact next transition) or, given ``rng``, gives the env a fresh generator seeded from
@@ -34,6 +39,7 @@ Time limits are not part of the snapshot: the anatomy builds its envs without gy
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,23 +130,75 @@ def _builtin_saver(env: Any) -> _Saver | None:
     return None
 
 
-def _saver(env: gym.Env) -> _Saver:
+class ActionReplay(gym.Wrapper):
+    """Saves an env's state as the way its episode began and the actions since; restores by replaying them.
+
+    The outermost wrapper (every reset and step must pass through it). A snapshot is
+    ``((seed, generator state before the reset, options), actions)``: with a seed the reset reseeds
+    the env; without one, the env's generator is put back to the state the reset drew from. Restoring
+    costs one reset and as many steps as the episode had taken. Exact for an env whose transitions
+    depend only on its reset seed, its ``np_random`` and the actions (Box2D's are).
+    :attr:`replayed_steps` counts the env steps restores have cost.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._start: tuple[int | None, dict, dict | None] | None = None
+        self._actions: list = []
+        self.replayed_steps = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        generator_state = self.env.unwrapped.np_random.bit_generator.state  # a fresh dict on every read
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._start, self._actions = (seed, generator_state, copy.deepcopy(options)), []
+        return obs, info
+
+    def step(self, action):
+        self._actions.append(np.array(action, copy=True) if isinstance(action, np.ndarray) else action)
+        return self.env.step(action)
+
+    def save_replay(self) -> tuple:
+        if self._start is None:
+            raise RuntimeError("ActionReplay: reset the env before saving its state.")
+        return self._start, tuple(self._actions)
+
+    def restore_replay(self, state: tuple) -> None:
+        (seed, generator_state, options), actions = state
+        if seed is None:
+            generator = np.random.default_rng()
+            generator.bit_generator.state = generator_state
+            self.env.unwrapped.np_random = generator
+        self.env.reset(seed=seed, options=copy.deepcopy(options))
+        for action in actions:
+            self.env.step(action)
+        self.replayed_steps += len(actions)
+        self._start, self._actions = state[0], list(actions)
+
+
+def _exact_saver(env: gym.Env) -> _Saver | None:
+    """The hook or a built-in saver, working on the unwrapped env; None when there is neither."""
     sim = env.unwrapped
     if callable(getattr(sim, _HOOK_SAVE, None)) and callable(getattr(sim, _HOOK_RESTORE, None)):
-        return _Saver(lambda e: getattr(e, _HOOK_SAVE)(), lambda e, s: getattr(e, _HOOK_RESTORE)(s))
+        return _Saver(lambda e: getattr(e.unwrapped, _HOOK_SAVE)(), lambda e, s: getattr(e.unwrapped, _HOOK_RESTORE)(s))
     saver = _builtin_saver(sim)
+    if saver is None:
+        return None
+    return _Saver(lambda e: saver.save(e.unwrapped), lambda e, s: saver.restore(e.unwrapped, s))
+
+
+def _saver(env: gym.Env) -> _Saver:
+    """How to save and restore ``env`` (the env as the caller holds it, wrappers included)."""
+    saver = _exact_saver(env)
     if saver is not None:
         return saver
+    if isinstance(env, ActionReplay):
+        return _Saver(lambda e: e.save_replay(), lambda e, s: e.restore_replay(s))
+    sim = env.unwrapped
     name = env.spec.id if env.spec is not None else type(sim).__name__
-    if "box2d" in type(sim).__module__:
-        raise StateNotRestorableError(
-            f"{name} is a Box2D env: pybox2d cannot save and restore a world's contacts, solver impulses and "
-            "particles, so its state cannot be restored exactly and the variance anatomy cannot run on it. "
-            "Fix: use a classic-control or MuJoCo env, or an env that implements save_state()/restore_state()."
-        )
     raise StateNotRestorableError(
-        f"{name} ({type(sim).__name__}) cannot save and restore its simulator state, which the variance anatomy "
-        f"needs. Fix: give {type(sim).__name__} the methods save_state() -> object and restore_state(state) "
+        f"{name} ({type(sim).__name__}) has no saver for its simulator state, which the variance anatomy needs. "
+        "Fix: build it with rl_relax.env_state.make_restorable_env (it restores by replaying the episode), or "
+        f"give {type(sim).__name__} the methods save_state() -> object and restore_state(state) "
         "(see rl_relax/env_state.py)."
     )
 
@@ -152,8 +210,7 @@ def check_restorable(env: gym.Env) -> None:
 
 def save_state(env: gym.Env) -> EnvSnapshot:
     """The simulator state of ``env`` (wrappers are not part of it) and its random generator's state."""
-    sim = env.unwrapped
-    return EnvSnapshot(_saver(env).save(sim), dict(sim.np_random.bit_generator.state))
+    return EnvSnapshot(_saver(env).save(env), dict(env.unwrapped.np_random.bit_generator.state))
 
 
 def restore_state(env: gym.Env, snapshot: EnvSnapshot, rng: np.random.Generator | None = None) -> None:
@@ -164,7 +221,7 @@ def restore_state(env: gym.Env, snapshot: EnvSnapshot, rng: np.random.Generator 
     continuations restarted from one snapshot are then independent, as the variance anatomy needs.
     """
     sim = env.unwrapped
-    _saver(env).restore(sim, snapshot.sim)
+    _saver(env).restore(env, snapshot.sim)
     if rng is not None:
         sim.np_random = np.random.default_rng(rng.integers(2**63))
     else:
@@ -178,7 +235,9 @@ def make_restorable_env(env_cfg: Any) -> tuple[gym.Env, int | None]:
 
     The anatomy applies the limit itself (truncation when the episode step reaches it), because the
     ``TimeLimit`` wrapper's step counter is not part of a snapshot. The env's other registered wrappers
-    are kept. Raises :class:`StateNotRestorableError` if the env cannot be restored.
+    are kept. An env without an exact saver (the hook, classic control, MuJoCo) comes wrapped in
+    :class:`ActionReplay`, once :func:`check_replay_is_exact` has passed on it; otherwise raises
+    :class:`StateNotRestorableError`.
     """
     from rl_relax.envs import resolve_spec
 
@@ -186,9 +245,58 @@ def make_restorable_env(env_cfg: Any) -> tuple[gym.Env, int | None]:
     make_kwargs = dict(env_cfg.get("make_kwargs") or {})
     limit = make_kwargs.pop("max_episode_steps", spec.max_episode_steps)
     env = gym.make(dataclasses.replace(spec, max_episode_steps=None), disable_env_checker=True, **make_kwargs)
-    try:
-        check_restorable(env)
-    except StateNotRestorableError:
-        env.close()
-        raise
+    if _exact_saver(env) is None:
+        env = ActionReplay(env)
+        try:
+            check_replay_is_exact(env)
+        except StateNotRestorableError:
+            env.close()
+            raise
     return env, (None if limit is None else int(limit))
+
+
+def _transitions(env: gym.Env, actions: list) -> list[tuple]:
+    """(observation, reward, terminated) after each action, up to the end of the episode."""
+    out = []
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action)
+        out.append((np.array(obs, copy=True), float(reward), bool(terminated)))
+        if terminated or truncated:
+            break
+    return out
+
+
+def check_replay_is_exact(env: ActionReplay, seed: int = 0) -> None:
+    """Restore ``env`` by replay inside an episode and compare the next transitions with the original ones.
+
+    The episode starts with an unseeded reset (the generator-state path; a seeded reset comes before
+    it), the snapshot is taken after a few random actions, and the next 8 transitions must be equal
+    bit for bit. Raises :class:`StateNotRestorableError` when they are not: the env then depends on
+    something replay does not reproduce (the global random state, the clock, a cache).
+    """
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    env.step(env.action_space.sample())
+    env.reset()
+    for _ in range(12):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    snapshot = save_state(env)
+    actions = [env.action_space.sample() for _ in range(8)]
+    first = _transitions(env, actions)
+    restore_state(env, snapshot)
+    again = _transitions(env, actions)
+    same = len(first) == len(again) and all(
+        np.array_equal(o1, o2) and (r1, t1) == (r2, t2) for (o1, r1, t1), (o2, r2, t2) in zip(first, again, strict=True)
+    )
+    if not same:
+        sim = env.unwrapped
+        name = env.spec.id if env.spec is not None else type(sim).__name__
+        raise StateNotRestorableError(
+            f"{name} cannot be restored by replaying its episode: after the reset and the same actions its next "
+            "transitions differ, so they depend on something besides its seed, its np_random and the actions "
+            f"(the global random state, the clock, ...). Fix: give {type(sim).__name__} the methods "
+            "save_state() -> object and restore_state(state) (see rl_relax/env_state.py)."
+        )
+    env.reset(seed=seed)

@@ -73,8 +73,9 @@ CV_ESTIMATOR = {"CartPole": "relax", "LunarLander": "relax", "InvertedPendulum":
 # row on a 2-core machine (~22k env steps/s per core), and issue 13's goal is to solve within 2M steps; so
 # its runs go to 2M steps and, like every levers run, do not stop when solved.
 PROTOCOL_OVERRIDES: dict[str, list[str]] = {"LunarLander": ["total_timesteps=2000000", "stop_when_solved=false"]}
-# The variance anatomy restores env states, which Box2D's cannot be (rl_relax/env_state.py): LunarLander's rows
-# have no decomposition shares.
+# Reports without the variance anatomy. LunarLander's rows ran before Box2D states could be restored (now by
+# replaying the episode, rl_relax/env_state.py), and a measurement there costs ~1M env steps (half of a
+# 2M-step run's at M = 64, K = 8, L = 8): its rows have no decomposition shares.
 NO_ANATOMY = {"LunarLander"}
 
 # Variance levers (README "Variance levers"): name -> overrides. Those of the control variate apply only
@@ -583,7 +584,7 @@ def write(args, table: list[dict], threshold: float, budget: int) -> None:
         f"{platform.python_version()}, CPU). Protocol: experiment=paper_{args.env} (solved at {threshold:g}, "
         f"{budget:,} env steps, every run to the full budget"
         + (f"; {' '.join(PROTOCOL_OVERRIDES[args.env])} (PROTOCOL_OVERRIDES)" if args.env in PROTOCOL_OVERRIDES else "")
-        + ("; no variance anatomy: Box2D states cannot be restored" if args.env in NO_ANATOMY else "")
+        + ("; no variance anatomy (Box2D: ~1M env steps per measurement)" if args.env in NO_ANATOMY else "")
         + ").  ",
         f"Search: the same 9 configurations per row on seeds {SELECTION_SEED}-{SELECTION_SEED + SELECTION_COUNT - 1}, "
         "selected by the area under the return curve (script docstring); reported: seeds "

@@ -14,9 +14,11 @@ already finished in ``--runs-dir``, then measures the decomposition (:mod:`rl_re
 - **half-way**: the checkpoint at total_timesteps / 2;
 - **end**: the checkpoint at total_timesteps.
 
-An env whose state cannot be restored (Box2D: LunarLander) is reported as such, with the reason, and
-skipped. Writes ``variance_anatomy.md`` / ``.csv`` and ``variance_anatomy_<env>.png`` to a new
-``outputs/variance_anatomy/<date_time>/``, ``--out DIR``, or with ``--update-committed`` to ``results/``.
+An env whose state cannot be restored (:mod:`rl_relax.env_state`) is reported as such, with the
+reason, and skipped. LunarLander's states are restored by replaying the episode, which makes a
+measurement there ~1M env steps (about a minute). Writes ``variance_anatomy.md`` / ``.csv`` and
+``variance_anatomy_<env>.png`` to a new ``outputs/variance_anatomy/<date_time>/``, ``--out DIR``, or with
+``--update-committed`` to ``results/``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+import tests.toy_envs  # noqa: F401  (registers RlRelaxTest/GlobalNoise-v0)
 from rl_relax.env_state import (
+    ActionReplay,
     StateNotRestorableError,
+    check_replay_is_exact,
     check_restorable,
     make_restorable_env,
     restore_state,
@@ -98,15 +101,63 @@ def test_a_users_env_offers_save_and_restore_through_the_hook():
     assert _transitions(env, [1, 0, 1]) != first
 
 
-def test_box2d_and_unknown_envs_are_refused_with_the_reason_and_a_fix():
-    with pytest.raises(StateNotRestorableError, match=r"Box2D.*contacts.*Fix"):
+@pytest.mark.parametrize("make_kwargs", [{}, {"continuous": True}], ids=["LunarLander", "LunarLanderContinuous"])
+def test_box2d_is_restored_exactly_by_replaying_the_episode(make_kwargs):
+    env, limit = make_restorable_env(OmegaConf.create({"id": "LunarLander-v3", "make_kwargs": make_kwargs}))
+    assert isinstance(env, ActionReplay) and limit == 1000
+    env.action_space.seed(1)
+    env.reset(seed=1)
+    env.reset()  # this episode begins from the generator's state, not a seed
+    for _ in range(30):
+        env.step(env.action_space.sample())
+    snapshot = save_state(env)
+    actions = [env.action_space.sample() for _ in range(10)]
+    first = _transitions(env, actions)
+    _transitions(env, actions[:4])  # wander off
+    before = env.replayed_steps
+    restore_state(env, snapshot)
+    assert env.replayed_steps - before == 30  # a restore costs the episode's steps
+    again = _transitions(env, actions)
+    for (o1, r1, t1), (o2, r2, t2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(o1, o2)
+        assert (r1, t1) == (r2, t2)
+    # Power: the reset's generator state is part of the snapshot; replaying from another one differs.
+    (seed, _, options), replayed = snapshot.sim
+    other = np.random.default_rng(99).bit_generator.state
+    restore_state(env, type(snapshot)(((seed, other, options), replayed), snapshot.rng_state))
+    assert not np.array_equal(_transitions(env, actions)[0][0], first[0][0])
+    # Continuations with a fresh generator differ from each other (the engines' dispersion is random).
+    restore_state(env, snapshot, rng=np.random.default_rng(5))
+    fresh = _transitions(env, [1] * 5 if not make_kwargs else [np.ones(2, np.float32)] * 5)
+    restore_state(env, snapshot, rng=np.random.default_rng(6))
+    other_fresh = _transitions(env, [1] * 5 if not make_kwargs else [np.ones(2, np.float32)] * 5)
+    assert not np.array_equal(fresh[-1][0], other_fresh[-1][0])
+    env.close()
+
+
+def test_an_env_replay_does_not_reproduce_is_refused_with_the_reason_and_a_fix():
+    with pytest.raises(StateNotRestorableError, match=r"GlobalNoise-v0 cannot be restored by replaying.*Fix: give"):
+        make_restorable_env(OmegaConf.create({"id": "RlRelaxTest/GlobalNoise-v0"}))
+    # The check itself passes on an env replay does reproduce.
+    check_replay_is_exact(ActionReplay(gym.make("LunarLander-v3", max_episode_steps=None)))
+
+
+def test_an_env_without_a_saver_or_the_replay_wrapper_is_refused_with_a_fix():
+    with pytest.raises(StateNotRestorableError, match=r"LunarLander-v3.*Fix: build it with .*make_restorable_env"):
         check_restorable(gym.make("LunarLander-v3"))
 
     class Opaque(CounterEnv):
         save_state = None
 
-    with pytest.raises(StateNotRestorableError, match=r"Opaque.*Fix: give Opaque the methods save_state"):
+    with pytest.raises(StateNotRestorableError, match=r"Opaque.*give Opaque the methods save_state"):
         check_restorable(Opaque())
+    # make_restorable_env restores such an env by replay (it is deterministic given its np_random).
+    gym.register("RlRelaxTest/Opaque-v0", entry_point=Opaque)
+    try:
+        env, _ = make_restorable_env(OmegaConf.create({"id": "RlRelaxTest/Opaque-v0"}))
+        assert isinstance(env, ActionReplay)
+    finally:
+        del gym.registry["RlRelaxTest/Opaque-v0"]
 
 
 def test_make_restorable_env_drops_the_time_limit_and_reports_it():
@@ -116,5 +167,6 @@ def test_make_restorable_env_drops_the_time_limit_and_reports_it():
     env, limit = make_restorable_env(OmegaConf.create({"id": "CartPole-v1", "make_kwargs": {"max_episode_steps": 50}}))
     assert limit == 50
     env.close()
-    with pytest.raises(StateNotRestorableError):
-        make_restorable_env(OmegaConf.create({"id": "LunarLander-v3"}))
+    env, _ = make_restorable_env(OmegaConf.create({"id": "CartPole-v1"}))
+    assert not isinstance(env, ActionReplay)  # an exact saver, no replay
+    env.close()

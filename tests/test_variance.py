@@ -53,6 +53,8 @@ def test_online_state_round_trip():
 # ----------------------------------------------------------------------------------------- the anatomy in use
 ANATOMY = ["variance.anatomy_interval_steps=400", "variance.anatomy_states=2", "variance.anatomy_actions=3",
            "variance.anatomy_continuations=2"]  # fmt: skip
+# An env replay cannot restore (tests/toy_envs.py): its random walk uses NumPy's global random state.
+GLOBAL_NOISE_ENV = ["env=CartPole", "env.id=RlRelaxTest/GlobalNoise-v0", "env.import_module=tests.toy_envs"]
 
 
 def test_the_anatomy_during_training_logs_its_scalars_and_leaves_training_unchanged(tmp_path):
@@ -72,6 +74,18 @@ def test_the_anatomy_during_training_logs_its_scalars_and_leaves_training_unchan
     assert on["train/policy_loss"] == off["train/policy_loss"]
 
 
+def test_the_anatomy_runs_on_a_box2d_env_restored_by_replay(tmp_path):
+    from rl_relax.train import train
+    from tests.conftest import compose_config, read_scalars
+
+    cfg = compose_config("env=LunarLander", "total_timesteps=400", "env.num_envs=2", "learner.num_steps=2", *ANATOMY)
+    train(cfg, tmp_path / "run")
+    scalars = read_scalars(tmp_path / "run")
+    assert [s for s, _ in scalars["variance/action"]] == [400]
+    assert all(math.isfinite(v) for tag in ("variance/state", "variance/action", "variance/trajectory")
+               for _, v in scalars[tag])  # fmt: skip
+
+
 @pytest.mark.parametrize("seeds", [[], ["num_seeds=2"]], ids=["one seed", "seed group"])
 def test_an_env_the_anatomy_cannot_restore_is_refused_before_any_training(tmp_path, seeds):
     from rl_relax.env_state import StateNotRestorableError
@@ -79,9 +93,9 @@ def test_an_env_the_anatomy_cannot_restore_is_refused_before_any_training(tmp_pa
     from tests.conftest import compose_config
 
     # The anatomy is due at step 400 and a checkpoint every 100 steps: refused at the start, nothing is trained.
-    cfg = compose_config("env=LunarLander", "total_timesteps=800", "env.num_envs=2", "learner.num_steps=2",
+    cfg = compose_config(*GLOBAL_NOISE_ENV, "total_timesteps=800", "env.num_envs=2", "learner.num_steps=2",
                          "checkpoint.interval_steps=100", *ANATOMY, *seeds)  # fmt: skip
-    with pytest.raises(StateNotRestorableError, match=r"LunarLander-v3 is a Box2D env.*Fix"):
+    with pytest.raises(StateNotRestorableError, match=r"GlobalNoise-v0 cannot be restored by replaying.*Fix"):
         train(cfg, tmp_path / "run")
     assert not list(tmp_path.rglob("ckpt_*.pt"))
 
@@ -114,9 +128,9 @@ def test_the_entry_point_refuses_a_missing_run_and_an_unrestorable_env_in_one_li
 
     assert main([str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    run = tmp_path / "lunar"
-    train(compose_config("env=LunarLander", "total_timesteps=40", "env.num_envs=2", "learner.num_steps=2"), run)
+    run = tmp_path / "global_noise"
+    train(compose_config(*GLOBAL_NOISE_ENV, "total_timesteps=40", "env.num_envs=2", "learner.num_steps=2"), run)
     assert main([str(run), "--states", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: LunarLander-v3 is a Box2D env") and err.count("\n") == 1
+    assert err.startswith("error: RlRelaxTest/GlobalNoise-v0 cannot be restored") and err.count("\n") == 1
     assert not (run / "variance_anatomy").exists()  # nothing written

@@ -27,8 +27,23 @@ def test_writing_into_results_needs_update_committed():
     assert digests() == before and len(before) >= 5
 
 
-def test_an_env_that_cannot_be_restored_is_reported_and_nothing_empty_is_written(tmp_path):
-    proc = run("--envs", "LunarLander", "--out", str(tmp_path / "out"))
-    assert proc.returncode == 1
-    assert "LunarLander: skipped: LunarLander-v3 is a Box2D env" in proc.stderr and "no measurements" in proc.stderr
+def test_an_env_that_cannot_be_restored_is_reported_and_nothing_empty_is_written(tmp_path, monkeypatch, capsys):
+    import pytest
+    from omegaconf import OmegaConf
+
+    import rl_relax.anatomy  # noqa: F401  (imported before the patch: it binds the real make_restorable_env)
+    import tests.toy_envs  # noqa: F401  (registers RlRelaxTest/GlobalNoise-v0)
+    from rl_relax import env_state
+    from scripts import variance_anatomy
+
+    # Every env option is a restorable one, so the env the script builds is swapped for one replay cannot restore.
+    real = env_state.make_restorable_env
+    monkeypatch.setattr(env_state, "make_restorable_env",
+                        lambda cfg: real(OmegaConf.create({"id": "RlRelaxTest/GlobalNoise-v0"})))  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["variance_anatomy.py", "--envs", "CartPole", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        variance_anatomy.main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "CartPole: skipped: RlRelaxTest/GlobalNoise-v0 cannot be restored" in err and "no measurements" in err
     assert not (tmp_path / "out").exists()

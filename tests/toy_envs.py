@@ -3,6 +3,9 @@
 ``RlRelaxTest/Counter-v0``: obs = [steps taken so far], reward 1 per step, any action.
 It terminates after ``terminate_at`` steps (if given); a time limit comes from ``max_episode_steps``.
 ``nan_after`` makes every reward after that many steps NaN (to test divergence handling).
+
+``RlRelaxTest/GlobalNoise-v0``: a random walk driven by NumPy's *global* random state (not the env's
+``np_random``), so replaying its episode does not reproduce it (50-step time limit).
 """
 
 from __future__ import annotations
@@ -42,3 +45,22 @@ class CounterEnv(gym.Env):
 
 if "RlRelaxTest/Counter-v0" not in gym.registry:
     gym.register("RlRelaxTest/Counter-v0", entry_point=CounterEnv)
+
+
+class GlobalNoiseEnv(gym.Env):
+    metadata: ClassVar[dict] = {"render_modes": []}
+    observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(1,), dtype=np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = 0.0
+        return np.array([self.x], dtype=np.float32), {}
+
+    def step(self, action):
+        self.x += float(action) - 0.5 + np.random.normal()  # the global state, on purpose
+        return np.array([self.x], dtype=np.float32), 1.0, False, False, {}
+
+
+if "RlRelaxTest/GlobalNoise-v0" not in gym.registry:
+    gym.register("RlRelaxTest/GlobalNoise-v0", entry_point=GlobalNoiseEnv, max_episode_steps=50)
