@@ -193,14 +193,16 @@ def _saver(env: gym.Env) -> _Saver:
         return saver
     if isinstance(env, ActionReplay):
         return _Saver(lambda e: e.save_replay(), lambda e, s: e.restore_replay(s))
-    sim = env.unwrapped
-    name = env.spec.id if env.spec is not None else type(sim).__name__
+    cls = type(env.unwrapped).__name__
     raise StateNotRestorableError(
-        f"{name} ({type(sim).__name__}) has no saver for its simulator state, which the variance anatomy needs. "
+        f"{_env_name(env)} ({cls}) has no saver for its simulator state, which the variance anatomy needs. "
         "Fix: build it with rl_relax.env_state.make_restorable_env (it restores by replaying the episode), or "
-        f"give {type(sim).__name__} the methods save_state() -> object and restore_state(state) "
-        "(see rl_relax/env_state.py)."
+        f"give {cls} the methods save_state() -> object and restore_state(state) (see rl_relax/env_state.py)."
     )
+
+
+def _env_name(env: gym.Env) -> str:
+    return env.spec.id if env.spec is not None else type(env.unwrapped).__name__
 
 
 def check_restorable(env: gym.Env) -> None:
@@ -291,12 +293,10 @@ def check_replay_is_exact(env: ActionReplay, seed: int = 0) -> None:
         np.array_equal(o1, o2) and (r1, t1) == (r2, t2) for (o1, r1, t1), (o2, r2, t2) in zip(first, again, strict=True)
     )
     if not same:
-        sim = env.unwrapped
-        name = env.spec.id if env.spec is not None else type(sim).__name__
         raise StateNotRestorableError(
-            f"{name} cannot be restored by replaying its episode: after the reset and the same actions its next "
-            "transitions differ, so they depend on something besides its seed, its np_random and the actions "
-            f"(the global random state, the clock, ...). Fix: give {type(sim).__name__} the methods "
+            f"{_env_name(env)} cannot be restored by replaying its episode: after the reset and the same actions "
+            "its next transitions differ, so they depend on something besides its seed, its np_random and the actions "
+            f"(the global random state, the clock, ...). Fix: give {type(env.unwrapped).__name__} the methods "
             "save_state() -> object and restore_state(state) (see rl_relax/env_state.py)."
         )
     env.reset(seed=seed)
