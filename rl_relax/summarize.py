@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import statistics
 import sys
@@ -109,7 +110,15 @@ def read_scalars(run_dir: Path, tags: tuple[str, ...]) -> dict[str, list[tuple[i
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
+    # A resumed run rewrites the steps after its checkpoint (the writer's purge_step); the reader then drops
+    # the older events past that step, as it should, with one "out of order event" warning per file.
+    tb_logger = logging.getLogger("tensorboard")
+    level = tb_logger.level
+    tb_logger.setLevel(logging.ERROR)
+    try:
+        acc.Reload()
+    finally:
+        tb_logger.setLevel(level)
     available = set(acc.Tags()["scalars"])
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in tags if tag in available}
 

@@ -84,3 +84,22 @@ def test_plots_are_written_with_worded_axes(tmp_path):
     summarize(tmp_path)
     for name in ("returns.png", "log_variance.png", "variance_ratio.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_a_resumed_runs_rewritten_steps_replace_the_old_ones_without_reader_warnings(tmp_path, caplog):
+    import logging
+
+    from rl_relax.summarize import read_scalars
+
+    first = SummaryWriter(str(tmp_path))
+    for step in range(6):
+        first.add_scalar("charts/episodic_return", float(step), step)
+    first.close()
+    resumed = SummaryWriter(str(tmp_path), purge_step=3)  # the product's resume from a step-3 checkpoint
+    for step in range(3, 6):
+        resumed.add_scalar("charts/episodic_return", 10.0 * step, step)
+    resumed.close()
+    with caplog.at_level(logging.WARNING):
+        scalars = read_scalars(tmp_path, ("charts/episodic_return",))
+    assert scalars["charts/episodic_return"] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, 30.0), (4, 40.0), (5, 50.0)]
+    assert not [r for r in caplog.records if r.name.startswith("tensorboard")]
