@@ -112,7 +112,7 @@ class AnatomyProbe:
 
         self.cfg, self.policy, self.value, self.estimator = cfg, policy, value, estimator
         self.interval = int(cfg.variance.anatomy_interval_steps)
-        # An env whose state cannot be restored (Box2D) is refused now, before training, not at the first
+        # An env whose state cannot be restored is refused now, before training, not at the first
         # measurement (a long run would otherwise fail midway, its work so far kept only in checkpoints).
         make_restorable_env(cfg.env)[0].close()
 
