@@ -19,15 +19,17 @@ next transitions depend on, not the observation. Supported:
 
   They take precedence over the built-in savers.
 
-- **every other env, by replay** (Box2D's LunarLander, BipedalWalker, CarRacing, and any env without a
-  saver): :class:`ActionReplay` records how the current episode began (the reset's seed, or the random
+- **every other env, by replay** (Box2D's LunarLander and CarRacing, and any env without a saver):
+  :class:`ActionReplay` records how the current episode began (the reset's seed, or the random
   generator's state it drew from) and every action since; restoring resets the env the same way and
   replays the actions. pybox2d cannot save a world (it exposes bodies' positions and velocities but not
   the contact manifolds, the solver's accumulated impulses or the particles), but Box2D is
   deterministic, so the replayed world is the same bit for bit. A restore costs as many env steps as
   the episode had taken. Replay is exact only for an env that is a deterministic function of its reset
   seed, its random generator and the actions: :func:`make_restorable_env` checks that on a short
-  episode and refuses an env that fails (with :class:`StateNotRestorableError`).
+  episode and refuses an env that fails (with :class:`StateNotRestorableError`). BipedalWalker fails:
+  its Box2D world outlives its episodes (it is created once, in ``__init__``), so a replayed episode
+  runs in a world with another history.
 
 A snapshot also records the env's random generator (``env.unwrapped.np_random``). :func:`restore_state`
 puts it back (the exact next transition) or, given ``rng``, gives the env a fresh generator seeded from
@@ -211,7 +213,8 @@ def check_restorable(env: gym.Env) -> None:
 
 
 def save_state(env: gym.Env) -> EnvSnapshot:
-    """The simulator state of ``env`` (wrappers are not part of it) and its random generator's state."""
+    """The simulator state of ``env`` (an :class:`ActionReplay`'s episode record, or the unwrapped env's state:
+    other wrappers are not part of it) and its random generator's state."""
     return EnvSnapshot(_saver(env).save(env), dict(env.unwrapped.np_random.bit_generator.state))
 
 
