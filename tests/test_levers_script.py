@@ -348,10 +348,9 @@ def test_the_search_runs_9_configurations_per_row_on_the_selection_seeds_and_ski
             assert (o["seed"], o["num_seeds"], o["experiment"]) == ("0", "10", f"paper_{env}")
             assert {k: o[k] for k in levers.grid(estimator)} == levers.configurations(estimator)[4]
             budget = levers.env_protocol(env)[1]  # variance ratio 5 times, the anatomy at mid-training
-            anatomy = 0 if env == "LunarLander" else budget // 2  # NO_ANATOMY: no anatomy on LunarLander's reports
             assert (o["variance.interval_steps"], o["variance.anatomy_interval_steps"]) == (
                 f"{budget // 5}",
-                f"{anatomy}",
+                f"{budget // 2}",
             )
 
 
