@@ -16,11 +16,16 @@ own randomness) up to the rollout boundary.
 **What g_t is.** The per-step term of the training update, g_hat = (1/(T N)) sum_t valid_t g_t, for
 the advantage estimator training uses: GAE(lambda) / n-step returns cut at episode ends and
 bootstrapped with the learned V at the rollout boundary, T - t steps after slot t (t uniform over the
-rollout's T positions). g_t is computed through the public estimator interface
-(:meth:`Estimator.gradient` on a one-step :class:`RolloutBatch`). Four estimators are decomposed on
+rollout's T positions). With episode batches (``learner.batch=episodes``, the RELAX paper's discrete
+protocol) it is the Monte Carlo return to the end of the state's episode, never bootstrapped, as
+:func:`rl_relax.returns.monte_carlo` computes it in training: each continuation then runs until its
+episode terminates or reaches the time limit (a truncation counts as the end, as in training).
+g_t is computed through the public estimator interface (:meth:`Estimator.gradient` on a one-step
+:class:`RolloutBatch`). Four estimators are decomposed on
 the same samples:
 
-- ``no_baseline``: grad log pi(a|s) * R_t (the score function with the TD(lambda) return R_t);
+- ``no_baseline``: grad log pi(a|s) * R_t (the score function with the TD(lambda) return R_t, the Monte
+  Carlo return with episode batches);
 - ``learned_value``: grad log pi(a|s) * (R_t - V(s)) (the A2C estimator);
 - ``estimator``: the run's estimator with its full control variate (V + c_phi for LAX/RELAX/DLAX);
 - ``exact_value``: grad log pi(a|s) * (R_t - V*(s)) with V*(s) = E[R_t | s], what a perfect critic
@@ -57,7 +62,8 @@ Shares, ratios and "removed" fractions are ratios of unbiased estimates (consist
 An unbiased estimate of a small variance can be slightly negative; it is reported as it is.
 
 **Cost** in env steps: M * U[B, 2B) for the states (mean 1.5 M B) plus M K L * (continuation length
-<= T - t, mean <= (T + 1) / 2); and (K + K) M one-sample gradient evaluations. With the defaults
+<= T - t, mean <= (T + 1) / 2; with episode batches, the steps left in the state's episode); and
+(K + K) M one-sample gradient evaluations. With the defaults
 (M = 64, K = 8, L = 8) on CartPole (T = 5, B = 500): about 48,000 + 12,000 env steps. An env restored
 by replay (:class:`rl_relax.env_state.ActionReplay`: Box2D) adds M K L times the sampled states' mean
 episode step (each continuation replays its state's episode); the reported env steps include them.
@@ -82,7 +88,7 @@ from rl_relax.errors import ConfigError
 from rl_relax.estimators.base import Estimator, RolloutBatch
 from rl_relax.estimators.baseline import BaselineEstimator
 from rl_relax.networks import Policy, ValueNet
-from rl_relax.returns import gae
+from rl_relax.returns import gae, monte_carlo
 
 VARIANTS = ("no_baseline", "learned_value", "estimator", "exact_value")
 VARIANT_LABELS = {
@@ -431,10 +437,17 @@ class VarianceAnatomy:
         self.env_cfg, self.policy, self.value, self.estimator = env_cfg, policy, value, estimator
         self.gamma, self.gae_lambda = float(learner_cfg.gamma), float(learner_cfg.gae_lambda)
         self.num_steps = int(learner_cfg.num_steps)
+        # Episode batches: Monte Carlo returns to the episode's end (the continuation's horizon is the time limit).
+        self.monte_carlo = str(learner_cfg.get("batch", "steps")) == "episodes"
         self.normalize_advantage = bool(learner_cfg.get("normalize_advantage", False))
         self._envs: list = []
         self.time_limit: int | None = None
         self._open_envs(1)  # fails early, with the reason, for an env that cannot be restored
+        if self.monte_carlo and self.time_limit is None:
+            raise ConfigError(
+                f"variance anatomy: learner.batch=episodes runs each continuation to its episode's end, but "
+                f"{env_cfg.id} has no time limit. Fix: env.make_kwargs.max_episode_steps=<steps>."
+            )
 
     # ------------------------------------------------------------------ envs and normalisation
     def _open_envs(self, count: int) -> None:
@@ -490,12 +503,15 @@ class VarianceAnatomy:
                     obs[i] = np.asarray(next_obs).reshape(-1)
             for i, env in enumerate(envs):
                 horizon = self.num_steps - int(rng.integers(self.num_steps))  # T - t, t uniform in [0, T)
+                if self.monte_carlo:  # to the end of the episode: at the latest, the time limit
+                    horizon = int(self.time_limit) - int(episode_step[i])
                 slots.append(_Slot(save_state(env), obs[i].copy(), int(episode_step[i]), horizon))
         return slots, steps
 
     def _continuations(self, slot: _Slot, actions: np.ndarray, rng: np.random.Generator, normalize,
                        reward_scale: float) -> tuple[np.ndarray, float, int]:  # fmt: skip
-        """R_kl - V(s) for K actions x L continuations from ``slot`` (GAE as in training), V(s), env steps."""
+        """R_kl - V(s) for K actions x L continuations from ``slot`` (GAE, or Monte Carlo returns, as in
+        training), V(s), env steps."""
         k_count, l_count = actions.shape[0], self.config.num_continuations
         n = k_count * l_count
         self._open_envs(n)
@@ -535,8 +551,11 @@ class VarianceAnatomy:
                 values = self.value(flat, positions).numpy().reshape(slot.horizon + 1, n)
             else:
                 values = self.value(flat).numpy().reshape(slot.horizon + 1, n)
-        advantages, _ = gae(rewards, values[:-1], values[-1], terminated & valid, truncated & valid, valid,
-                            gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
+        if self.monte_carlo:  # the horizon is the time limit: every continuation's episode ends within it
+            advantages, _ = monte_carlo(rewards, values[:-1], (terminated | truncated) & valid, valid, self.gamma)
+        else:
+            advantages, _ = gae(rewards, values[:-1], values[-1], terminated & valid, truncated & valid, valid,
+                                gamma=self.gamma, gae_lambda=self.gae_lambda)  # fmt: skip
         return advantages[0].reshape(k_count, l_count), float(values[0, 0]), steps
 
     # ------------------------------------------------------------------ the measurement

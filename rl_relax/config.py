@@ -331,11 +331,6 @@ def validate_episode_batches(cfg: DictConfig) -> None:
             "episodes end at different steps, and a seed group steps every seed in lockstep. Fix: num_seeds=1, "
             "one process per seed (e.g. a multirun over seed='range(10)')."
         )
-    if int(cfg.variance.get("anatomy_interval_steps", 0)):
-        raise ConfigError(
-            "variance.anatomy_interval_steps needs learner.batch=steps: the variance anatomy decomposes n-step "
-            "rollouts bootstrapped with V, not Monte Carlo episodes. Fix: variance.anatomy_interval_steps=0."
-        )
 
 
 def validate_estimator(estimator_cfg: DictConfig) -> None:

@@ -172,7 +172,8 @@ def paper_faithful_commands(env: str, estimator: str, overrides: list[str], row_
     return [
         [sys.executable, "-m", "rl_relax.train", f"experiment=paper_faithful_{env}", f"estimator={estimator}",
          *PROTOCOL_OVERRIDES.get(env, []), *overrides, f"seed={seed}", f"variance.interval_steps={budget // 5}",
-         "logging.progress=never", "checkpoint.interval_steps=50000",
+         f"variance.anatomy_interval_steps={0 if env in NO_ANATOMY else budget // 2}", "logging.progress=never",
+         "checkpoint.interval_steps=50000",
          f"hydra.run.dir={row_dir / 'report' / f'seed{seed}'}"]
         for seed in range(REPORT_SEED, REPORT_SEED + REPORT_COUNT)
     ]  # fmt: skip

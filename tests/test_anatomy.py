@@ -352,6 +352,40 @@ def test_continuation_advantages_are_gae_with_the_bootstrap_at_the_rollout_bound
     assert steps == 3 * 2 * n
 
 
+@pytest.mark.parametrize(
+    ("x", "episode_step", "expected_end"),
+    [
+        (2, 0, "terminated"),  # x reaches 5 after 3 steps
+        (1, 2, "truncated"),  # the time limit (4) after 2 steps: the end of the episode, no bootstrap either
+    ],
+)
+def test_with_episode_batches_continuations_run_to_the_episode_end_with_monte_carlo_returns(x, episode_step,
+                                                                                            expected_end):  # fmt: skip
+    gamma = 0.9
+    policy = CategoricalPolicy(1, 2, [4], "tanh", ortho_init=True)
+    value = ValueNet(1, [4], "tanh", ortho_init=True)
+    learner = OmegaConf.create({"gamma": gamma, "gae_lambda": 0.8, "num_steps": 1, "batch": "episodes"})
+    probe = VarianceAnatomy(OmegaConf.create({"id": CHAIN_ID}), learner, policy, value, BaselineEstimator(),
+                            AnatomyConfig(num_states=2, num_actions=3, num_continuations=2))  # fmt: skip
+
+    def identity(o):
+        return np.asarray(o, np.float32).reshape(len(o), -1)
+
+    # Sampled states get the steps left in their episode as the horizon, whatever learner.num_steps.
+    slots, _ = probe._sample_states(np.random.default_rng(0), identity)
+    assert [s.horizon for s in slots] == [4 - s.episode_step for s in slots]
+    slot = anatomy._Slot(anatomy.EnvSnapshot(x, {}), np.array([x], dtype=np.float32), episode_step, 4 - episode_step)
+    advantages, _, steps = probe._continuations(slot, np.zeros(3, dtype=np.int64), np.random.default_rng(0),
+                                                identity, 1.0)  # fmt: skip
+    probe.close()
+    with torch.no_grad():
+        v_x = value(torch.tensor([[float(x)]])).item()
+    n = {"terminated": 5 - x, "truncated": 4 - episode_step}[expected_end]
+    expected = sum(gamma**j * float(x + j + 1) for j in range(n)) - v_x  # the discounted rewards to the end, - V(s)
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5)
+    assert steps == 3 * 2 * n
+
+
 def test_per_parameter_estimates_are_kept_and_summarise_to_the_reported_mean():
     problem = TableProblem()
     estimate = _estimate(problem.sample(500, 3, 2, seed=2))

@@ -175,6 +175,18 @@ def test_an_episode_batch_run_resumes_with_its_step_count(tmp_path):
     assert resumed.global_step == sum(resumed.recent_lengths) and resumed.episodes == resumed.updates
 
 
+def test_the_variance_anatomy_decomposes_the_monte_carlo_estimator_during_training(tmp_path):
+    train_stop_or_go(tmp_path, "estimator=relax", "estimator.state_baseline=variance", "total_timesteps=60",
+                     "variance.anatomy_interval_steps=30", "variance.anatomy_states=4", "variance.anatomy_actions=3",
+                     "variance.anatomy_continuations=2")  # fmt: skip
+    scalars = read_scalars(tmp_path / "run")
+    shares = [scalars[f"variance/share_{k}"] for k in ("state", "action", "trajectory")]
+    assert [len(s) for s in shares] == [2, 2, 2]  # at 30 and 60 env steps
+    for measured in zip(*shares, strict=True):
+        assert sum(v for _, v in measured) == pytest.approx(1.0, abs=1e-6)
+        assert measured[2][1] > 0  # later actions end the episode at different steps: trajectory variance
+
+
 def test_the_variance_probe_measures_episodes(tmp_path):
     train_stop_or_go(tmp_path, "estimator=relax", "total_timesteps=60", "variance.interval_steps=30",
                      "variance.num_batches=5")  # fmt: skip
@@ -187,7 +199,6 @@ def test_the_variance_probe_measures_episodes(tmp_path):
     [
         (["env.num_envs=2"], "learner.batch=episodes fills each update with complete episodes of one env"),
         (["num_seeds=2"], "learner.batch=episodes cannot train num_seeds=2 seeds in one process"),
-        (["variance.anatomy_interval_steps=1000"], "variance.anatomy_interval_steps needs learner.batch=steps"),
         (["env.id=RlRelaxTest/Counter-v0", "env.import_module=tests.toy_envs"], "has none (no max_episode_steps)"),
     ],
 )

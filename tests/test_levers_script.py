@@ -343,6 +343,8 @@ def test_the_search_runs_9_configurations_per_row_on_the_selection_seeds_and_ski
             assert sorted(int(o["seed"]) for o in group) == list(range(10)) and all("num_seeds" not in o for o in group)
             assert all(o["experiment"] == f"paper_faithful_{env}" and o["estimator"] == estimator for o in group)
             assert all(Path(o["hydra.run.dir"]).name == f"seed{o['seed']}" for o in group)
+            budget = levers.env_protocol(env)[1]  # the anatomy at mid-training, as in the searched rows
+            assert all(o["variance.anatomy_interval_steps"] == f"{budget // 2}" for o in group)
         else:  # one group of seeds 0-9, disjoint from the selection seeds, with the selected configuration
             (o,) = group
             assert (o["seed"], o["num_seeds"], o["experiment"]) == ("0", "10", f"paper_{env}")
