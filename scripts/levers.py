@@ -73,10 +73,6 @@ CV_ESTIMATOR = {"CartPole": "relax", "LunarLander": "relax", "InvertedPendulum":
 # row on a 2-core machine (~22k env steps/s per core), and issue 13's goal is to solve within 2M steps; so
 # its runs go to 2M steps and, like every levers run, do not stop when solved.
 PROTOCOL_OVERRIDES: dict[str, list[str]] = {"LunarLander": ["total_timesteps=2000000", "stop_when_solved=false"]}
-# Reports without the variance anatomy (none now). LunarLander's reports were re-run with it once Box2D
-# states could be restored by replaying the episode (rl_relax/env_state.py); a measurement there costs ~1M
-# env steps of replay and rollouts (M = 64, K = 8, L = 8), counted in the anatomy's own cost, not the budget.
-NO_ANATOMY: set[str] = set()
 
 # Variance levers (README "Variance levers"): name -> overrides. Those of the control variate apply only
 # to the control-variate estimator's rows.
@@ -172,7 +168,7 @@ def paper_faithful_commands(env: str, estimator: str, overrides: list[str], row_
     return [
         [sys.executable, "-m", "rl_relax.train", f"experiment=paper_faithful_{env}", f"estimator={estimator}",
          *PROTOCOL_OVERRIDES.get(env, []), *overrides, f"seed={seed}", f"variance.interval_steps={budget // 5}",
-         f"variance.anatomy_interval_steps={0 if env in NO_ANATOMY else budget // 2}", "logging.progress=never",
+         f"variance.anatomy_interval_steps={budget // 2}", "logging.progress=never",
          "checkpoint.interval_steps=50000",
          f"hydra.run.dir={row_dir / 'report' / f'seed{seed}'}"]
         for seed in range(REPORT_SEED, REPORT_SEED + REPORT_COUNT)
@@ -359,7 +355,7 @@ def main() -> None:
             commands.append(group_command(
                 args.env, estimator, [*overrides, *config], REPORT_SEED, REPORT_COUNT, env_dir / slug(row) / "report",
                 [f"variance.interval_steps={budget // 5}",
-                 f"variance.anatomy_interval_steps={0 if args.env in NO_ANATOMY else budget // 2}"],
+                 f"variance.anatomy_interval_steps={budget // 2}"],
             ))  # fmt: skip
         run_groups(commands, args.jobs)
     if not args.train_only:
@@ -585,7 +581,6 @@ def write(args, table: list[dict], threshold: float, budget: int) -> None:
         f"{platform.python_version()}, CPU). Protocol: experiment=paper_{args.env} (solved at {threshold:g}, "
         f"{budget:,} env steps, every run to the full budget"
         + (f"; {' '.join(PROTOCOL_OVERRIDES[args.env])} (PROTOCOL_OVERRIDES)" if args.env in PROTOCOL_OVERRIDES else "")
-        + ("; no variance anatomy (Box2D: ~1M env steps per measurement)" if args.env in NO_ANATOMY else "")
         + ").  ",
         f"Search: the same 9 configurations per row on seeds {SELECTION_SEED}-{SELECTION_SEED + SELECTION_COUNT - 1}, "
         "selected by the area under the return curve (script docstring); reported: seeds "
