@@ -33,10 +33,10 @@ def first_measurements(report: Path) -> list[dict[str, float]]:
     return seeds
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path, help="levers report directories")
-    for report in parser.parse_args().reports:
+    for report in parser.parse_args(argv).reports:
         seeds = first_measurements(report)
         if not seeds:
             print(f"{report}: no anatomy measurements")

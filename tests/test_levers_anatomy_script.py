@@ -6,7 +6,6 @@ anatomy measurement; the script reads the first (mid-training) measurement of ea
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,8 @@ def terms(shares: tuple[float, float, float], learned: float, exact: float, esti
     return dict(zip(levers_anatomy.TERMS, (*shares, learned, exact, estimator), strict=True))
 
 
-def run_script(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *reports: Path) -> str:
-    monkeypatch.setattr(sys, "argv", ["levers_anatomy.py", *map(str, reports)])
-    levers_anatomy.main()
+def run_script(capsys: pytest.CaptureFixture[str], *reports: Path) -> str:
+    levers_anatomy.main([str(report) for report in reports])
     return capsys.readouterr().out
 
 
@@ -46,27 +44,25 @@ def test_first_measurements_reads_each_seeds_mid_training_measurement_and_skips_
     assert seeds[1]["action"] == pytest.approx(2.5)
 
 
-def test_prints_means_over_seeds_and_counts_the_seeds_where_the_estimator_leaves_less_action_variance(
-    tmp_path, capsys, monkeypatch
-):
+def test_prints_means_over_seeds_and_counts_the_seeds_where_the_estimator_leaves_less_action_variance(tmp_path, capsys):
     report = tmp_path / "report"
     anatomy_seed(report, 0, terms((0.1, 0.3, 0.6), 4.0, 1.0, 3.0), later=terms((0.5, 0.5, 0.0), 9.0, 9.0, 9.0))
     anatomy_seed(report, 1, terms((0.0, 0.5, 0.5), 2.0, 0.5, 2.5))
     anatomy_seed(report, 2, terms((0.2, 0.4, 0.4), 6.0, 1.5, 5.5))
 
-    out = run_script(capsys, monkeypatch, report)
+    out = run_script(capsys, report)
 
     # Means of the first measurements: shares 10/40/50 %, Sigma_a 4, 1, 3.67; the estimator below V on 2 of 3.
     assert f"{report}: 3 seeds; shares 10% / 40% / 50%;" in out
     assert "Sigma_a learned V 4, exact V 1, estimator 3.67 (below the learned V's on 2)" in out
 
 
-def test_a_report_without_anatomy_measurements_is_named_and_the_others_still_printed(tmp_path, capsys, monkeypatch):
+def test_a_report_without_anatomy_measurements_is_named_and_the_others_still_printed(tmp_path, capsys):
     empty, report = tmp_path / "empty", tmp_path / "report"
     write_scalars(empty / "seed0", {"rollout/ep_rew_mean": [(1000, 10.0)]})
     anatomy_seed(report, 0, terms((0.0, 1.0, 0.0), 1.0, 1.0, 1.0))
 
-    out = run_script(capsys, monkeypatch, empty, report)
+    out = run_script(capsys, empty, report)
 
     assert f"{empty}: no anatomy measurements" in out
     assert f"{report}: 1 seeds;" in out
