@@ -281,7 +281,7 @@ def commands_of(
 
 
 @pytest.mark.parametrize("env", sorted(levers.CV_ESTIMATOR))
-def test_without_rows_every_row_runs_except_on_lunarlander_where_the_compute_plan_picks_six(
+def test_without_rows_every_row_runs_except_on_lunarlander_where_the_compute_plan_picks_seven(
     monkeypatch, tmp_path, capsys, env
 ):
     _, report = commands_of(monkeypatch, tmp_path, env, every_row=False)
@@ -289,16 +289,17 @@ def test_without_rows_every_row_runs_except_on_lunarlander_where_the_compute_pla
     if env != "LunarLander":
         assert ran == {levers.slug(row) for row in levers.rows_for(env)}
         return
-    # The tuned baseline, relax, the paper-faithful rows, and the best lever (V steps) with its matched baseline.
-    expected = ["baseline", "relax", "baseline + V steps", "relax + V steps", "paper-faithful baseline",
-                "paper-faithful relax"]  # fmt: skip
+    # The tuned baseline, relax, the paper-faithful rows, the best lever (V steps) with its matched baseline, and
+    # the baseline with all value levers.
+    expected = ["baseline", "relax", "baseline + V steps", "relax + V steps", "baseline + all value levers",
+                "paper-faithful baseline", "paper-faithful relax"]  # fmt: skip
     assert levers.default_rows(env) == expected and ran == {levers.slug(row) for row in expected}
     assert levers.matched_baseline("relax + V steps", levers.rows_for(env)) == "baseline + V steps"
     capsys.readouterr()
     run_main(monkeypatch, "--env", env, "--list")
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == len(levers.rows_for(env))
-    assert sum(line.endswith("(only with --rows)") for line in listed) == len(levers.rows_for(env)) - 6
+    assert sum(line.endswith("(only with --rows)") for line in listed) == len(levers.rows_for(env)) - len(expected)
 
 
 def overrides_of(command: list[str]) -> dict[str, str]:
