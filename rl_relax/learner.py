@@ -46,7 +46,6 @@ import torch
 # autograd imports this module (and with it sympy, ~0.3 s) on the first backward pass that is given
 # explicit output gradients; importing it with the learner keeps that one-time cost out of training.
 import torch.fx.experimental.symbolic_shapes
-from torch.nn import functional as F
 
 from rl_relax.errors import CheckpointError, TrainingDivergedError
 from rl_relax.estimators.base import Estimator, RolloutBatch
@@ -138,7 +137,7 @@ class A2CLearner:
         self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         device = self.flat.data.device
         self._minus_one = torch.full(seeds, -1.0, device=device)
-        self._vf_coef = torch.full(seeds, self.vf_coef, device=device)
+        self._value_coefficients: dict[int, torch.Tensor] = {}  # T N -> vf_coef / (T N), see value_squared_error
         self._minus_ent_coef = torch.full(seeds, -self.ent_coef, device=device)
         #: Seed-stacked: which seeds still train (the trainer stops solved or diverged ones, :meth:`stop_seed`).
         self.active = torch.ones(seeds, dtype=torch.bool, device=device)
@@ -181,15 +180,15 @@ class A2CLearner:
         targets = self.targets(buf)
         batch = self.make_batch(buf, targets)
         surrogate = self.estimator.estimate(batch)  # S(theta): grad_theta S = g_hat
-        # A mean over all T N slots, like batch.mean: on reset slots R_t = V(s_t) (A_t = 0), so they add 0.
-        value_loss = self.value_loss(targets)
+        value_error = self.value_squared_error(targets)  # T N * L_V
         entropy = None
         if self.ent_coef != 0.0 or diagnostics:
             with torch.set_grad_enabled(self.ent_coef != 0.0):  # without an entropy bonus it is only logged
                 entropy = batch.mean(self.policy.entropy(batch.dist_params))
         # loss = -S + vf_coef * L_V - ent_coef * H, backpropagated term by term with its coefficients
-        # (one backward pass; no autograd nodes for the sum).
-        terms, coefficients = [surrogate, value_loss], [self._minus_one, self._vf_coef]
+        # (one backward pass; no autograd nodes for the sum, nor for L_V's 1/(T N), folded into its coefficient).
+        value_coefficient = self.value_coefficient(batch.valid.shape[-1])  # vf_coef / (T N)
+        terms, coefficients = [surrogate, value_error], [self._minus_one, value_coefficient]
         if self.separate_value:  # V takes its own steps after the policy's (_fit_value)
             terms, coefficients = [surrogate], [self._minus_one]
         g_hat = None
@@ -207,15 +206,17 @@ class A2CLearner:
 
         self.grad_variance.update(g_hat)
         if self.num_seeds is not None:
+            value_loss = [error / batch.valid.shape[-1] for error in value_error.tolist()]  # L_V per seed
             return self._finish_seed_stacked(surrogate, value_loss, entropy, g_hat, diagnostics, targets, buf,
                                              batch.step_weights)  # fmt: skip
+        value_loss = value_error.item() / batch.valid.shape[-1]  # L_V
         pg_norm = torch.linalg.vector_norm(g_hat).item()
         grad_norm = self.flat.clip_grad_norm_(self.max_grad_norm)
         # A non-finite loss makes the gradient norm non-finite: one check, before anything moves.
-        if not math.isfinite(grad_norm) or (self.separate_value and not math.isfinite(value_loss.item())):
+        if not math.isfinite(grad_norm) or (self.separate_value and not math.isfinite(value_loss)):
             raise TrainingDivergedError(
                 f"the loss became non-finite at environment step {global_step} (policy surrogate "
-                f"{surrogate.item():.4g}, value loss {value_loss.item():.4g}). "
+                f"{surrogate.item():.4g}, value loss {value_loss:.4g}). "
                 "Training stopped; the last good checkpoint is kept. "
                 "Fix: lower learner.lr, enable env.normalize_reward, or set learner.max_grad_norm."
             )
@@ -226,7 +227,7 @@ class A2CLearner:
         if diagnostics:
             self._last = (targets.returns_np, targets.values_np[:-1], buf.valid_np.copy())
         return UpdateStats(
-            -surrogate.item(), value_loss.item(), grad_norm, pg_norm, None if entropy is None else entropy.item()
+            -surrogate.item(), value_loss, grad_norm, pg_norm, None if entropy is None else entropy.item()
         )
 
     def _finish_seed_stacked(
@@ -243,7 +244,7 @@ class A2CLearner:
             for k, norm in enumerate(grad_norm)
         ]
         if self.separate_value:  # V's loss is not in this gradient: checked on its own, before anything moves
-            finite = [ok and math.isfinite(loss) for ok, loss in zip(finite, value_loss.tolist(), strict=True)]
+            finite = [ok and math.isfinite(loss) for ok, loss in zip(finite, value_loss, strict=True)]
         # Non-finite or stopped seeds do not move (their gradients may be nan: masked, not multiplied).
         if not all(finite) or not self._all_active:
             keep = self.active & torch.tensor(finite, device=self.active.device)
@@ -254,7 +255,7 @@ class A2CLearner:
         if diagnostics:
             self._last = (targets.returns_np, targets.values_np[:, :-1], buf.valid_np.copy())
         return UpdateStats(
-            (-surrogate).tolist(), value_loss.tolist(), grad_norm, pg_norm,
+            (-surrogate).tolist(), value_loss, grad_norm, pg_norm,
             None if entropy is None else entropy.tolist(), finite,
         )  # fmt: skip
 
@@ -311,12 +312,26 @@ class A2CLearner:
         self.active[seed] = False
         self._all_active = False
 
-    def value_loss(self, targets: Targets) -> torch.Tensor:
-        """L_V = (1/(T N)) sum_t (R_t - V(s_t))^2 over all slots (one per seed when seed-stacked)."""
-        num_slots = targets.returns.shape[-1]
+    def value_squared_error(self, targets: Targets) -> torch.Tensor:
+        """T N * L_V = sum_t (R_t - V(s_t))^2 over all T N slots (one per seed when seed-stacked).
+
+        L_V is a mean over all slots, with the constant normaliser of ``batch.mean``: on reset slots
+        R_t = V(s_t) (A_t = 0), so they add 0. The update differentiates this sum and puts 1/(T N) into
+        its coefficient (:meth:`value_coefficient`): a scaling node fewer in the backward pass.
+        """
+        error = targets.values[..., : targets.returns.shape[-1]] - targets.returns
         if self.num_seeds is None:
-            return F.mse_loss(targets.values[:num_slots], targets.returns)
-        return F.mse_loss(targets.values[:, :num_slots], targets.returns, reduction="none").mean(-1)
+            return torch.dot(error, error)
+        return error.square().sum(-1)
+
+    def value_coefficient(self, num_slots: int) -> torch.Tensor:
+        """vf_coef / (T N): the weight of :meth:`value_squared_error` in the loss (one per seed, made once)."""
+        coefficient = self._value_coefficients.get(num_slots)
+        if coefficient is None:
+            seeds = () if self.num_seeds is None else (self.num_seeds,)
+            coefficient = torch.full(seeds, self.vf_coef / num_slots, device=self.flat.data.device)
+            self._value_coefficients[num_slots] = coefficient
+        return coefficient
 
     def flat_policy_gradient(self, grads: list[torch.Tensor]) -> torch.Tensor:
         """Per-parameter gradients over theta as one flat vector ((S, P) when seed-stacked)."""
@@ -340,7 +355,7 @@ class A2CLearner:
         else:
             values = self.value(buf.flat("all_obs"))
         if self.num_seeds is not None:
-            values_np = values.detach().cpu().numpy().reshape(self.num_seeds, num_steps + 1, num_envs)
+            values_np = values.numpy(force=True).reshape(self.num_seeds, num_steps + 1, num_envs)
             time_major = [np.moveaxis(x, 0, 1) for x in (buf.rewards_np, values_np, buf.terminated_np,
                                                          buf.truncated_np, buf.valid_np)]  # fmt: skip
             rewards, values_t, terminated, truncated, valid = time_major
@@ -353,7 +368,7 @@ class A2CLearner:
             returns = np.ascontiguousarray(np.moveaxis(returns, 0, 1))
             return Targets(values, advantages, buf.tensor(returns.reshape(self.num_seeds, -1)), returns, values_np,
                            positions)  # fmt: skip
-        values_np = values.detach().cpu().numpy().reshape(num_steps + 1, num_envs)
+        values_np = values.numpy(force=True).reshape(num_steps + 1, num_envs)
         if self.monte_carlo:
             advantages, returns = monte_carlo(buf.rewards_np, values_np[:-1], buf.terminated_np | buf.truncated_np,
                                               buf.valid_np, self.gamma)  # fmt: skip

@@ -52,6 +52,7 @@ class RolloutBuffer:
     ):
         t, n = num_steps, num_envs
         self.num_steps, self.num_envs, self.device = t, n, device
+        self._on_cpu = torch.device(device).type == "cpu"
         s = () if num_seeds is None else (num_seeds,)
         self.obs_np = np.zeros((*s, t + 1, n, obs_dim), dtype=np.float32)
         self.rewards_np = np.zeros((*s, t, n), dtype=np.float32)
@@ -78,7 +79,8 @@ class RolloutBuffer:
         Names: obs, actions, valid, terminated, truncated, episode_step, noise/<key>, and all_obs (the
         ((T + 1) N, obs_dim) observations including the one after the last step).
         """
-        return self.tensor(self._flat[name])
+        tensor = self._flat[name]
+        return tensor if self._on_cpu else tensor.to(self.device)
 
     def observation_positions(self) -> np.ndarray:
         """The position in its episode of every stored observation obs[0..T]: (T + 1, N), or (S, T + 1, N).

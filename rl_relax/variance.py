@@ -39,8 +39,9 @@ class OnlineGradientVariance:
         self.count = 0
 
     def update(self, g: torch.Tensor) -> None:
-        self.mean.mul_(self.decay).add_(g, alpha=1.0 - self.decay)
-        self.mean_sq.mul_(self.decay).addcmul_(g, g, value=1.0 - self.decay)
+        # m <- decay m + (1 - decay) g, and the same for g^2: one interpolation (lerp) each
+        self.mean.lerp_(g, 1.0 - self.decay)
+        self.mean_sq.lerp_(g.square(), 1.0 - self.decay)
         self.count += 1
 
     def log_variance(self) -> float | list[float]:
