@@ -212,7 +212,7 @@ def write(args: argparse.Namespace, todo: list[dict]) -> None:
         f"Command: `python scripts/bench_throughput.py --runs {args.runs} --scale {args.scale}"
         + (f" --against {args.against}" if args.against else "")
         + f"{output_dir.command_suffix(args)}`  ",
-        f"Code: commit {_commit('HEAD')}"
+        f"Code: {code_version()}"
         + (f"; against {args.against} = commit {_commit(args.against)}" if args.against else "")
         + "  ",
         f"Date: {dt.date.today().isoformat()}  ",
@@ -259,10 +259,19 @@ def write(args: argparse.Namespace, todo: list[dict]) -> None:
     print(f"wrote {stem}.{{md,csv}}")
 
 
-def _commit(revision: str) -> str:
-    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--short", revision], cwd=ROOT,
+def _commit(revision: str, root: Path = ROOT) -> str:
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "--short", revision], cwd=root,
                            capture_output=True, text=True)  # fmt: skip
     return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else "unknown"
+
+
+def code_version(root: Path = ROOT) -> str:
+    """The measured code: its commit, and whether the package or its configs differed from it (a
+    benchmark of an uncommitted change must not be credited to the commit it started from)."""
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "rl_relax", "configs"], cwd=root,
+                             capture_output=True, text=True)  # fmt: skip
+    dirty = changed.returncode == 0 and changed.stdout.strip()
+    return f"commit {_commit('HEAD', root)}" + (" with uncommitted changes to rl_relax/ or configs/" if dirty else "")
 
 
 def _paired(a: dict, b: dict) -> float:

@@ -127,3 +127,22 @@ def test_output_resolution_and_the_recorded_command(tmp_path):
     assert info.value.code == 2
     assert output_dir.is_committed(ROOT / "configs" / "experiment" / "x.yaml")
     assert not output_dir.is_committed(ROOT / "outputs" / "x") and not output_dir.is_committed(ROOT / "configs")
+
+
+def test_a_throughput_benchmark_of_an_uncommitted_change_says_so(tmp_path):
+    from scripts.bench_throughput import code_version
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "rl_relax").mkdir()
+    (tmp_path / "rl_relax" / "learner.py").write_text("x = 1\n")
+    (tmp_path / "notes.txt").write_text("a\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "notes.txt").write_text("b\n")  # outside the package: the measured code is the commit's
+    assert code_version(tmp_path) == f"commit {head}"
+    (tmp_path / "rl_relax" / "learner.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == f"commit {head} with uncommitted changes to rl_relax/ or configs/"
