@@ -130,14 +130,20 @@ def test_forcing_the_fast_computation_on_such_a_surrogate_gives_a_wrong_gradient
         torch.testing.assert_close(learner.flat.grad, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_the_logged_value_loss_is_the_mean_squared_error_over_all_slots():
-    """train/value_loss is L_V = (1/(T N)) sum_t (R_t - V(s_t))^2, although the update differentiates T N L_V."""
+def learner_with_its_targets():
+    """A baseline learner, a filled buffer, and what its update will regress on: V(s_t) (T + 1, N) and R_t (T, N)."""
     learner = make_learner(BaselineEstimator)
     buf = filled_buffer(learner)
     with torch.no_grad():
         values = learner.value(torch.from_numpy(buf.obs_np)).numpy()
     _, returns = gae(buf.rewards_np, values[:-1], values[-1], buf.terminated_np, buf.truncated_np, buf.valid_np,
                      gamma=0.99, gae_lambda=0.95)  # fmt: skip
+    return learner, buf, values, returns
+
+
+def test_the_logged_value_loss_is_the_mean_squared_error_over_all_slots():
+    """train/value_loss is L_V = (1/(T N)) sum_t (R_t - V(s_t))^2, although the update differentiates T N L_V."""
+    learner, buf, values, returns = learner_with_its_targets()
     squared_errors = (returns.astype(np.float64) - values[:-1]) ** 2
     assert squared_errors[~buf.valid_np].max() == 0.0  # reset slots: R_t = V(s_t)
     stats = learner.update(buf, global_step=0)
@@ -146,12 +152,7 @@ def test_the_logged_value_loss_is_the_mean_squared_error_over_all_slots():
 
 
 def test_explained_variance_of_the_last_logged_update_uses_valid_transitions_only():
-    learner = make_learner(BaselineEstimator)
-    buf = filled_buffer(learner)
-    with torch.no_grad():
-        values = learner.value(torch.from_numpy(buf.obs_np)).numpy()
-    _, returns = gae(buf.rewards_np, values[:-1], values[-1], buf.terminated_np, buf.truncated_np, buf.valid_np,
-                     gamma=0.99, gae_lambda=0.95)  # fmt: skip
+    learner, buf, values, returns = learner_with_its_targets()
     r, v = returns[buf.valid_np].astype(np.float64), values[:-1][buf.valid_np].astype(np.float64)
     assert r.size == T * N - 2
     learner.update(buf, global_step=0, diagnostics=True)
