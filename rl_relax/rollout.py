@@ -102,7 +102,7 @@ class RolloutBuffer:
     def tensor(self, array: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``array`` on the buffer's device (zero-copy on the CPU)."""
         tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
-        return tensor if self.device.type == "cpu" else tensor.to(self.device)
+        return tensor if self._on_cpu else tensor.to(self.device)
 
 
 @dataclass

@@ -140,7 +140,7 @@ def test_a_throughput_benchmark_of_an_uncommitted_change_says_so(tmp_path):
     (tmp_path / "rl_relax" / "learner.py").write_text("x = 1\n")
     (tmp_path / "notes.txt").write_text("a\n")
     git("add", "-A")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false", "commit", "-qm", "c")
     head = git("rev-parse", "--short", "HEAD")
     (tmp_path / "notes.txt").write_text("b\n")  # outside the package: the measured code is the commit's
     assert code_version(tmp_path) == f"commit {head}"
