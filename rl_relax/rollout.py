@@ -158,22 +158,23 @@ class RolloutCollector:
         # gymnasium's episode statistics count the steps of each env's current episode (NEXT_STEP:
         # the reset step does not count): before step t that is t's position in its episode.
         stats = self.env.episode_stats
-        for t in range(buf.num_steps):
-            buf.episode_step_np[t] = stats.episode_lengths
-            # Copy the observation before stepping: vector envs may reuse their arrays.
-            buf.obs_np[t] = self._next_obs.reshape(n, -1)
-            out = self._act(t)
+        with self.policy.net.parameters_fixed():  # acting checks the parameters once, not every step
+            for t in range(buf.num_steps):
+                buf.episode_step_np[t] = stats.episode_lengths
+                # Copy the observation before stepping: vector envs may reuse their arrays.
+                buf.obs_np[t] = self._next_obs.reshape(n, -1)
+                out = self._act(t)
 
-            obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
-            buf.rewards_np[t] = rewards
-            buf.terminated_np[t] = terminated
-            buf.truncated_np[t] = truncated
-            self._next_obs = obs
-            if "_episode" in infos:
-                ended = infos["_episode"]
-                if ended.any():
-                    episodes.returns.extend(infos["episode"]["r"][ended].tolist())
-                    episodes.lengths.extend(infos["episode"]["l"][ended].tolist())
+                obs, rewards, terminated, truncated, infos = step(self.policy.env_action(out.action))
+                buf.rewards_np[t] = rewards
+                buf.terminated_np[t] = terminated
+                buf.truncated_np[t] = truncated
+                self._next_obs = obs
+                if "_episode" in infos:
+                    ended = infos["_episode"]
+                    if ended.any():
+                        episodes.returns.extend(infos["episode"]["r"][ended].tolist())
+                        episodes.lengths.extend(infos["episode"]["l"][ended].tolist())
         buf.obs_np[buf.num_steps] = self._next_obs.reshape(n, -1)
         # A step is a NEXT_STEP reset transition iff its env's previous step ended an episode.
         done = np.logical_or(buf.terminated_np, buf.truncated_np)
@@ -227,6 +228,10 @@ class EpisodeCollector(RolloutCollector):
 
     def collect(self) -> EpisodeRecord:
         """Fill the buffer with ``episodes_per_update`` complete episodes; return them, with ``env_steps``."""
+        with self.policy.net.parameters_fixed():  # acting checks the parameters once, not every step
+            return self._collect_episodes()
+
+    def _collect_episodes(self) -> EpisodeRecord:
         buf, step, stats = self.buffer, self.env.envs.step, self.env.episode_stats
         episodes = EpisodeRecord()
         if self._reset_pending[0]:  # NEXT_STEP: this step only resets the env (action ignored, nothing to store)

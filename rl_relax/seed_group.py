@@ -167,6 +167,10 @@ class SeedGroupCollector:
 
     def collect(self) -> list[EpisodeRecord]:
         """Fill the buffer with ``num_steps`` vector steps of every seed; per seed, the episodes that ended."""
+        with self.policy.net.parameters_fixed():  # acting checks the parameters once, not every step
+            return self._collect()
+
+    def _collect(self) -> list[EpisodeRecord]:
         buf, num_seeds = self.buffer, len(self.rngs)
         episodes = [EpisodeRecord() for _ in range(num_seeds)]
         for t in range(buf.num_steps):

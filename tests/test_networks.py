@@ -75,6 +75,28 @@ def test_numpy_forward_follows_a_replaced_parameter_in_any_layer():
     np.testing.assert_allclose(net.forward_numpy(obs), net(torch.from_numpy(obs)).detach().numpy(), rtol=1e-5)
 
 
+def test_parameters_fixed_checks_the_numpy_views_on_entry_and_per_call_again_after_the_block():
+    """Inside ``parameters_fixed`` the views are checked once, on entry (a rollout replaces nothing); a
+    parameter replaced before the block, or after it, is seen; values changed in place are always seen."""
+    torch.manual_seed(3)
+    net = MLP(3, [8, 8], 2)
+    obs = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
+    net.forward_numpy(obs)  # builds the views
+    net.layers[2].weight = torch.nn.Parameter(torch.zeros(2, 8))  # replaced before the block: seen on entry
+    with net.parameters_fixed():
+        np.testing.assert_allclose(net.forward_numpy(obs), np.broadcast_to(net.layers[2].bias.detach().numpy(), (4, 2)))
+        with torch.no_grad():
+            net.layers[2].bias.add_(1.0)  # in place: the views share the storage
+        np.testing.assert_allclose(net.forward_numpy(obs), np.broadcast_to(net.layers[2].bias.detach().numpy(), (4, 2)))
+        with net.parameters_fixed():  # nested blocks end with the outer one
+            pass
+        net.layers[2].bias = torch.nn.Parameter(torch.full((2,), 7.0))  # inside the block: not seen before its end
+        assert not np.allclose(net.forward_numpy(obs), 7.0)
+    np.testing.assert_allclose(net.forward_numpy(obs), 7.0)  # after the block: checked on every call again
+    net.layers[0].weight = torch.nn.Parameter(torch.ones(8, 3))
+    np.testing.assert_allclose(net.forward_numpy(obs), net(torch.from_numpy(obs)).detach().numpy(), rtol=1e-5)
+
+
 def test_mlp_forward_follows_every_way_parameters_are_replaced():
     """forward reads the layers' live parameters: after load_state_dict, re-registering a Parameter,
     moving the data (the learner's flat buffer) and inside torch.func.functional_call."""

@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from rl_relax.envs import make_vector_env, seed_vector_env
 from rl_relax.networks import make_policy
 from rl_relax.returns import gae
-from rl_relax.rollout import RolloutBuffer, RolloutCollector
+from rl_relax.rollout import EpisodeCollector, RolloutBuffer, RolloutCollector, episode_capacity
 
 GAMMA = 0.9
 POLICY_CFG = OmegaConf.create({"hidden_sizes": [8], "activation": "tanh", "ortho_init": True, "log_std_init": 0.0})
@@ -108,3 +109,29 @@ def test_stored_gumbel_noise_reproduces_the_actions():
     logits = collect_counter.policy.params_numpy(buf.obs_np[:-1].reshape(-1, 1)).reshape(6, 1, 2)
     # a_t = argmax(logits + g), g = -log(-log u): replaying the stored noise gives the same actions.
     np.testing.assert_array_equal(np.argmax(logits - np.log(-np.log(u)), axis=-1), buf.actions_np)
+
+
+@pytest.mark.parametrize("episodes", [False, True], ids=["steps", "episodes"])
+def test_a_policy_parameter_replaced_between_rollouts_is_used_by_the_next_one(episodes):
+    """Acting checks the policy's parameters once per rollout (``MLP.parameters_fixed``): a layer
+    replaced between two rollouts (a checkpoint's tensors, a user's edit) acts from the next one on."""
+    env_cfg = OmegaConf.create({"id": "RlRelaxTest/Counter-v0", "num_envs": 1, "make_kwargs": {"max_episode_steps": 4},
+                                "import_module": "tests.toy_envs"})  # fmt: skip
+    handle = make_vector_env(env_cfg)
+    policy = make_policy(POLICY_CFG, handle.envs.single_observation_space, handle.envs.single_action_space)
+    if episodes:
+        buf = RolloutBuffer(episode_capacity(4, 2), 1, 1, policy, {}, policy.net.layers[0].weight.device)
+        collector = EpisodeCollector(handle, policy, buf, np.random.default_rng(0), episodes_per_update=2)
+    else:
+        buf = RolloutBuffer(9, 1, 1, policy, {}, policy.net.layers[0].weight.device)
+        collector = RolloutCollector(handle, policy, buf, np.random.default_rng(0))
+    collector.start(seed_vector_env(handle, 0))
+    collector.collect()
+    policy.params_numpy(buf.obs_np[0])  # acting outside a rollout (e.g. an evaluation) also builds the views
+    for action in (0, 1):  # logits (+-50 towards `action`) from a replaced output layer
+        out = policy.net.layers[-1]
+        out.weight = torch.nn.Parameter(torch.zeros_like(out.weight))
+        out.bias = torch.nn.Parameter(torch.tensor([50.0, -50.0] if action == 0 else [-50.0, 50.0]))
+        collector.collect()
+        assert (buf.actions_np[buf.valid_np] == action).all()
+    handle.close()
