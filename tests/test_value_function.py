@@ -172,11 +172,11 @@ def reference_value_fit(learner: A2CLearner, buf: RolloutBuffer, steps: int, mov
     adam = torch.optim.Adam(value.parameters(), lr=1e-2, eps=1e-5)  # learner.eps, as V's own Adam uses
     positions = torch.from_numpy(buf.observation_positions().reshape(-1))
     valid = torch.from_numpy(buf.valid_np.reshape(-1)).float()
-    returns = learner.targets(buf).returns
+    returns = torch.from_numpy(learner.targets(buf).returns_np.reshape(-1))
     for _ in range(steps):
         if moving_targets:  # the wrong variant: targets recomputed from the moving V
             learner.value.load_state_dict(value.state_dict())
-            returns = learner.targets(buf).returns.detach()
+            returns = torch.from_numpy(learner.targets(buf).returns_np.reshape(-1))
         values = value(torch.from_numpy(buf.obs_np[:-1].reshape(-1, OBS_DIM)), positions[: T * buf.num_envs])
         loss = ((returns - values).square() * valid).sum() / valid.numel()
         adam.zero_grad()
