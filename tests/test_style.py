@@ -1,5 +1,6 @@
-"""The code base stays ruff-clean (lint and format), as the README promises."""
+"""The code base stays ruff-clean (lint and format), as the README promises, and off its libraries' internals."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,3 +12,18 @@ def test_ruff_lint_and_format_are_clean():
     for args in (["check", "."], ["format", "--check", "."]):
         proc = subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+#: Library internals the package once leaned on for speed (issue 11), each now reached through public API:
+#: nn.Module's parameter/module/buffer dicts, SummaryWriter's file writer, the optimizer step's unwrapped function.
+INTERNALS = re.compile(r"\._(parameters|modules|buffers)\b|\.file_writer\b|_get_file_writer|__wrapped__")
+
+
+def test_the_package_reaches_no_library_internals():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "rl_relax").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if INTERNALS.search(line)
+    ]
+    assert not found, "library internals used:\n" + "\n".join(found)
