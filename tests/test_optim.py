@@ -63,21 +63,3 @@ def test_rmsprop_tf_like_state_dict_round_trips_in_torchs_format():
     torch.testing.assert_close(q, p)  # the same second step: v was restored
     with pytest.raises(ValueError, match="shape"):
         RMSpropTFLike([torch.zeros(2)]).load_state_dict(saved)
-
-
-def test_rmsprop_tf_like_is_a_torch_optimizer_for_schedulers_and_hooks():
-    """torch's LR schedulers drive it and its step hooks run; zero_grad keeps FlatParameters' gradient views."""
-    net = torch.nn.Linear(3, 2)
-    flat = FlatParameters(net.parameters())
-    opt = RMSpropTFLike([flat.data], lr=0.1)
-    assert isinstance(opt, torch.optim.Optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5**epoch)
-    steps = []
-    opt.register_step_post_hook(lambda optimizer, args, kwargs: steps.append(optimizer.param_groups[0]["lr"]))
-    for _ in range(3):
-        net(torch.ones(1, 3)).sum().backward()
-        opt.step()
-        scheduler.step()
-        opt.zero_grad()
-        assert net.weight.grad is not None and net.weight.grad.data_ptr() == flat.grad.data_ptr()  # still a view
-    assert steps == [0.1, 0.05, 0.025]
