@@ -567,7 +567,8 @@ class VarianceAnatomy:
         rng = np.random.default_rng([cfg.seed, 0x5A5A])
         normalize, reward_scale = self._normalizers(normalizer_state or {})
         self._open_envs(cfg.num_actions * cfg.num_continuations)  # one per continuation, also the state streams
-        slots, steps = self._sample_states(rng, normalize)
+        with self.policy.net.parameters_fixed():  # acting checks the parameters once, not every step
+            slots, steps = self._sample_states(rng, normalize)
         noise_keys = self.estimator.noise_keys
         samples: list[StateSamples] = []
         for m, slot in enumerate(slots):
@@ -575,7 +576,8 @@ class VarianceAnatomy:
             out = self.policy.act(obs_np, rng)
             noise = {key: out.noise[key] for key in noise_keys}
             noise.update(self.estimator.extra_noise(out.action, rng))
-            advantages, value, used = self._continuations(slot, out.action, rng, normalize, reward_scale)
+            with self.policy.net.parameters_fixed():
+                advantages, value, used = self._continuations(slot, out.action, rng, normalize, reward_scale)
             steps += used
             score, rest = per_sample_gradients(
                 self.policy, self.estimator, torch.from_numpy(obs_np[0]), torch.from_numpy(out.action),

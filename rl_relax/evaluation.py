@@ -35,16 +35,17 @@ def run_episodes(agent: Agent, env: gym.Env, episodes: int, seed: int, determini
     """Play ``episodes`` complete episodes, episode ``i`` reset with ``seed + i``; return raw returns and lengths."""
     returns: list[float] = []
     lengths: list[int] = []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, length, done = 0.0, 0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic))
-            total += float(reward)
-            length += 1
-            done = bool(terminated or truncated)
-        returns.append(total)
-        lengths.append(length)
+    with agent.policy.net.parameters_fixed():  # acting checks the parameters once, not every step
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed + episode)
+            total, length, done = 0.0, 0, False
+            while not done:
+                obs, reward, terminated, truncated, _ = env.step(agent.act(obs, deterministic))
+                total += float(reward)
+                length += 1
+                done = bool(terminated or truncated)
+            returns.append(total)
+            lengths.append(length)
     return returns, lengths
 
 

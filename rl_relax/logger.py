@@ -29,7 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch.utils.tensorboard import FileWriter, SummaryWriter
+from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 log = logging.getLogger("rl_relax")
@@ -98,9 +98,7 @@ class TensorBoardLogger:
     """A SummaryWriter in the run directory; ``purge_step`` hides events a crash left past a resume."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None):
-        self.run_dir = str(run_dir)
-        self.writer = SummaryWriter(log_dir=self.run_dir, purge_step=purge_step)
-        self._records: FileWriter | None = None  # the HParams session records' own event file (see _record)
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
     def config(self, cfg: DictConfig, yaml: str | None = None) -> None:
         """Once per run: the resolved config as text (``yaml`` if already rendered), and the Custom Scalars layout."""
@@ -126,12 +124,13 @@ class TensorBoardLogger:
         self._record(session_end, step)
 
     def _record(self, summary: Any, step: int) -> None:
-        """Write a summary that SummaryWriter has no method for (an HParams session record) with torch's
-        public ``FileWriter``: an event file of its own in the run directory, opened on the first record,
-        which TensorBoard reads as part of the same run."""
-        if self._records is None:
-            self._records = FileWriter(self.run_dir, filename_suffix=".hparams")
-        self._records.add_summary(summary, global_step=step)
+        """Write a summary SummaryWriter has no method for (an HParams session record) into the run's event file.
+
+        Through the writer's ``file_writer`` attribute, as stable-baselines3 and torch's own ``add_hparams``
+        do: no public method takes a built summary, and a second event file (torch's public ``FileWriter``)
+        would stop a live TensorBoard, which polls only the newest file of a run, from showing the scalars.
+        """
+        self.writer.file_writer.add_summary(summary, global_step=step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """One ``add_scalar`` per tag. (Writing them as one event, through the writer's internal
@@ -147,10 +146,8 @@ class TensorBoardLogger:
 
         def _close() -> None:
             try:
-                for writer in (self.writer, self._records):
-                    if writer is not None:
-                        writer.flush()
-                        writer.close()
+                self.writer.flush()
+                self.writer.close()
             except Exception as exc:  # a full disk must not turn the run's exit into a crash
                 log.warning("TensorBoard's writer failed to close: %s: %s", type(exc).__name__, exc)
 

@@ -180,7 +180,6 @@ class MLP(nn.Module):
         """Rebuild the NumPy views if any parameter's storage changed (moved, re-homed or replaced)."""
         key = tuple(p.data_ptr() for layer in self.layers for p in (layer.weight, layer.bias))
         if key != self._np_key:
-            self._np_key = key
             weight = self.layers[0].weight
             ready = self._np_activation is not None and weight.device.type == "cpu" and weight.dtype == torch.float32
             # Stacked networks: weights (S, in, out), biases (S, 1, out) against inputs (S, N, in).
@@ -188,6 +187,7 @@ class MLP(nn.Module):
                 [(np.swapaxes(lin.weight.detach().numpy(), -1, -2), lin.bias.detach().numpy()[..., None, :])
                  for lin in self.layers] if ready else None
             )  # fmt: skip
+            self._np_key = key  # only once the views are built: a failure above leaves them to be rebuilt
 
     def forward_numpy(self, x: np.ndarray) -> np.ndarray | None:
         """The same function in NumPy, on zero-copy views of the current parameters (no grad).

@@ -24,9 +24,11 @@ class RMSpropTFLike:
     A small standalone optimizer with torch's optimizer interface (``param_groups``, ``step``,
     ``zero_grad``, and ``state_dict`` / ``load_state_dict`` in torch's format, so checkpoints and
     tools that edit ``param_groups`` treat it like any torch optimizer). It does not derive from
-    ``torch.optim.Optimizer``, whose per-call step wrapper (profiler range and hook dispatch) cost
-    ~35 us per update, 2% of a CartPole training loop, on the learner's single flat tensor; torch's
-    step hooks are therefore not available on it.
+    ``torch.optim.Optimizer``: its per-call step wrapper (profiler range and hook dispatch) costs
+    ~6 us alone but 34 us per update inside the A2C loop (445 against 411 us, torch 2.13, measured
+    side by side in one process), about 4% of CartPole's env-steps/s, and building one imports
+    torch._dynamo (~800 modules, +35 MiB). So torch's LR schedulers and step hooks do not apply to
+    it; ``learner.lr_schedule`` sets its ``param_groups``' learning rate.
     """
 
     def __init__(self, params: Iterable, lr: float = 7e-4, alpha: float = 0.99, eps: float = 1e-5):
