@@ -495,8 +495,10 @@ class Trainer:
     def open_tensorboard(self, resumed: bool) -> TensorBoardLogger:
         """The run's TensorBoard writer, events a crashed process wrote after the checkpoint purged."""
         # Events a crashed process wrote after the checkpoint (steps > S) are purged; the point at S stays.
-        # A fresh start purges everything an earlier attempt logged before its first checkpoint.
-        purge_step = self.global_step + 1 if resumed else (0 if list(self.run_dir.glob("events.*")) else None)
+        # A fresh start purges everything an earlier attempt logged before its first checkpoint. Every session
+        # writes its SessionLog.START, the first one too: TensorBoard's server takes a run's first START for its
+        # beginning and purges only at later ones.
+        purge_step = self.global_step + 1 if resumed else 0
         try:
             tb = TensorBoardLogger(self.run_dir, purge_step=purge_step)
             self._hparams = run_hparams(self.cfg, self.overrides)

@@ -49,6 +49,21 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+def read_scalars_as_served(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The same, read as the TensorBoard server reads a run (its plugin event accumulator, whose purging of a
+    crashed process's points differs from the legacy reader's: it ignores the first SessionLog.START)."""
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.util import tensor_util
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {
+        tag: [(e.step, float(tensor_util.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+        for tag in acc.Tags()["tensors"]
+        if acc.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+    }
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """For modules of tiny tensors: a second intra-op thread only adds synchronisation (several times slower)."""

@@ -1,6 +1,7 @@
 """End-to-end training runs: outputs, metrics, solved criterion, seeding, resume, divergence."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from rl_relax import checkpoint as ckpt
 from rl_relax.envs import shipped_env_options
 from rl_relax.errors import CheckpointError, TrainingDivergedError
 from rl_relax.evaluate import evaluate
-from tests.conftest import read_scalars
+from tests.conftest import read_scalars, read_scalars_as_served
 
 TB_TAGS = {
     "rollout/ep_rew_mean", "rollout/ep_len_mean", "train/policy_loss", "train/value_loss", "train/entropy",
@@ -365,10 +366,26 @@ def test_resume_keeps_the_point_at_the_resume_step_and_drops_a_crashed_process_g
         ghost.add_scalar("train/value_loss", 12345.0, step)
     ghost.close()
     run_training("total_timesteps=800", *common, run_dir=run_dir)
-    points = read_scalars(run_dir)["train/value_loss"]
-    steps = [s for s, _ in points]
-    assert steps == list(range(40, 801, 40))  # every update once, including 400, the resume step
-    assert 12345.0 not in [v for _, v in points]
+    for read in (read_scalars, read_scalars_as_served):  # the legacy reader (summarize) and TensorBoard's server
+        points = read(run_dir)["train/value_loss"]
+        steps = [s for s, _ in points]
+        assert steps == list(range(40, 801, 40))  # every update once, including 400, the resume step
+        assert 12345.0 not in [v for _, v in points]
+
+
+def test_a_fresh_start_purges_the_points_of_an_attempt_that_never_checkpointed(run_training, tmp_path):
+    """An attempt that crashed before its first checkpoint left only events: a fresh start in the directory
+    hides them, for TensorBoard's server too (which ignores a run's first SessionLog.START, so every attempt
+    must write one)."""
+    common = ["total_timesteps=400", "logging.interval_steps=40", "checkpoint.interval_steps=100000"]
+    crashed, clean = tmp_path / "run", tmp_path / "clean"
+    run_training(*common, "seed=1", run_dir=crashed)
+    shutil.rmtree(crashed / "checkpoints")  # as if it had died before writing one
+    (crashed / "summary.json").unlink()
+    run_training(*common, run_dir=crashed)
+    run_training(*common, run_dir=clean)
+    for read in (read_scalars, read_scalars_as_served):
+        assert read(crashed)["train/value_loss"] == read(clean)["train/value_loss"]
 
 
 def test_a_non_finite_control_variate_is_never_checkpointed(make_cfg, tmp_path):
